@@ -1,0 +1,32 @@
+#include "formats/open_image.h"
+
+#include <cstring>
+
+#include "formats/file.h"
+#include "formats/raw/raw_image.h"
+
+namespace strata {
+
+namespace {
+constexpr uint8_t kQcow2Magic[4] = {'Q', 'F', 'I', 0xfb};
+}  // namespace
+
+Result<std::unique_ptr<Image>> OpenImage(const std::string& path, const std::string& format) {
+  if (format != "auto" && format != "raw" && format != "qcow2") {
+    return Status::InvalidArgument("unknown image format '" + format +
+                                   "' (expected raw, qcow2 or auto)");
+  }
+  std::string fmt = format;
+  if (fmt == "auto") {
+    STRATA_ASSIGN_OR_RETURN(auto file, OpenPosixFile(path, OpenMode::kReadOnly));
+    uint8_t magic[4] = {};
+    STRATA_ASSIGN_OR_RETURN(size_t got, file->Read(0, magic));
+    fmt = (got == 4 && std::memcmp(magic, kQcow2Magic, 4) == 0) ? "qcow2" : "raw";
+  }
+  if (fmt == "qcow2") {
+    return Status::Unsupported(path + ": qcow2 images are not supported yet");
+  }
+  return OpenRawImage(path);
+}
+
+}  // namespace strata

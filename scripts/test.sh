@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what is missing, then builds and runs the
+# GoogleTest suite twice: an optimised build, and a Debug build under
+# AddressSanitizer + UndefinedBehaviorSanitizer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+jobs=$(nproc)
+run_suite() {  # NAME CTEST-LABEL-REGEX CMAKE-ARGS...
+  local name=$1 label=$2; shift 2
+  echo "=== strata tests: $name build ==="
+  cmake -S . -B "build/$name" -DSTRATA_BENCH=OFF "$@" > "build/$name.configure.log" 2>&1 \
+    || { cat "build/$name.configure.log"; return 1; }
+  if ! cmake --build "build/$name" -j"$jobs" > "build/$name.build.log" 2>&1; then
+    grep -E -A5 'error|Error' "build/$name.build.log" | head -60
+    return 1
+  fi
+  ctest --test-dir "build/$name" --output-on-failure -j"$jobs" --timeout 900 -L "$label"
+}
+
+mkdir -p build
+# Every test in the optimised build; unit tests (label "unit") under sanitizers.
+run_suite release '.*' -DCMAKE_BUILD_TYPE=RelWithDebInfo
+run_suite asan 'unit' -DCMAKE_BUILD_TYPE=Debug -DSTRATA_SANITIZE=address,undefined

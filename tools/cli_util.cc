@@ -1,0 +1,148 @@
+#include "tools/cli_util.h"
+
+#include <cinttypes>
+#include <cstdio>
+
+#include "extents/endian.h"
+
+namespace strata::cli {
+
+Result<Args> Args::Parse(int argc, char** argv, int first,
+                         const std::set<std::string>& value_flags,
+                         const std::set<std::string>& bool_flags) {
+  Args a;
+  bool options = true;
+  for (int i = first; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (options && arg == "--") {
+      options = false;
+      continue;
+    }
+    if (!options || arg.size() < 2 || arg[0] != '-' || arg == "-") {
+      a.positional_.push_back(arg);
+      continue;
+    }
+    std::string name = arg, value;
+    bool has_value = false;
+    size_t eq = arg.find('=');
+    if (eq != std::string::npos) {
+      name = arg.substr(0, eq);
+      value = arg.substr(eq + 1);
+      has_value = true;
+    }
+    if (value_flags.count(name)) {
+      if (!has_value) {
+        if (i + 1 >= argc) return Status::InvalidArgument("option " + name + " needs a value");
+        value = argv[++i];
+      }
+      a.values_.emplace(name, value);
+    } else if (bool_flags.count(name)) {
+      if (has_value) return Status::InvalidArgument("option " + name + " takes no value");
+      a.values_.emplace(name, "");
+    } else {
+      return Status::InvalidArgument("unknown option '" + name + "'");
+    }
+  }
+  return a;
+}
+
+std::optional<std::string> Args::Get(const std::string& flag) const {
+  auto range = values_.equal_range(flag);
+  if (range.first == range.second) return std::nullopt;
+  return std::prev(range.second)->second;  // the last one wins
+}
+
+std::vector<std::string> Args::All(const std::string& flag) const {
+  std::vector<std::string> v;
+  auto range = values_.equal_range(flag);
+  for (auto it = range.first; it != range.second; ++it) v.push_back(it->second);
+  return v;
+}
+
+Result<uint64_t> ParseSize(const std::string& text) {
+  auto bad = [&] {
+    return Status::InvalidArgument("'" + text + "' is not a size (e.g. 65536, 64K, 10G)");
+  };
+  if (text.empty() || text[0] < '0' || text[0] > '9') return bad();
+  size_t i = 0;
+  uint64_t v = 0;
+  while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
+    uint64_t d = static_cast<uint64_t>(text[i] - '0');
+    if (v > (UINT64_MAX - d) / 10) return bad();
+    v = v * 10 + d;
+    ++i;
+  }
+  std::string suffix = text.substr(i);
+  int shift = 0;
+  if (suffix.empty() || suffix == "B") shift = 0;
+  else if (suffix == "K" || suffix == "KiB" || suffix == "k") shift = 10;
+  else if (suffix == "M" || suffix == "MiB") shift = 20;
+  else if (suffix == "G" || suffix == "GiB") shift = 30;
+  else if (suffix == "T" || suffix == "TiB") shift = 40;
+  else if (suffix == "P" || suffix == "PiB") shift = 50;
+  else return bad();
+  if (shift > 0 && v > (UINT64_MAX >> shift)) return bad();
+  return v << shift;
+}
+
+std::string JsonString(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      case '\r': out += "\\r"; break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out + "\"";
+}
+
+int Fail(const std::string& tool, const Status& s, bool usage_on_invalid) {
+  std::fprintf(stderr, "%s: %s\n", tool.c_str(), s.message().c_str());
+  if (usage_on_invalid && s.code() == StatusCode::kInvalidArgument) return kExitUsage;
+  return kExitFailure;
+}
+
+int Usage(const std::string& tool, const std::string& message) {
+  std::fprintf(stderr, "%s: %s\nTry '%s --help'.\n", tool.c_str(), message.c_str(), tool.c_str());
+  return kExitUsage;
+}
+
+void PrintRuns(const ExtentSet& set, bool json, const std::string& title) {
+  ExtentSet::RunIterator it(set);
+  ByteExtent e;
+  uint64_t runs = 0;
+  if (json) {
+    std::fputs("[", stdout);
+    while (it.Next(&e)) {
+      std::printf("%s{\"start\": %" PRIu64 ", \"length\": %" PRIu64 "}", runs ? ",\n" : "",
+                  e.offset, e.length);
+      ++runs;
+    }
+    std::fputs("]\n", stdout);
+    return;
+  }
+  std::printf("%s: %s disk, granularity %s\n", title.c_str(), FormatBytes(set.disk_size()).c_str(),
+              FormatBytes(set.granularity().bytes()).c_str());
+  std::printf("%18s %18s %12s\n", "start", "length", "size");
+  while (it.Next(&e)) {
+    std::printf("%18s %18s %12s\n", Hex(e.offset).c_str(), Hex(e.length).c_str(),
+                FormatBytes(e.length).c_str());
+    ++runs;
+  }
+  uint64_t bytes = set.ByteCount();
+  double pct = set.disk_size() ? 100.0 * static_cast<double>(bytes) / static_cast<double>(set.disk_size()) : 0.0;
+  std::printf("%s in %" PRIu64 " runs (%.2f%% of the disk)\n", FormatBytes(bytes).c_str(), runs, pct);
+}
+
+}  // namespace strata::cli
