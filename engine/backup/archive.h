@@ -1,0 +1,99 @@
+// Writing and reading archives (docs/formats/archive.md).
+//
+// ArchiveWriter appends zstd frames to a temporary file beside the final
+// path and, on Finish, writes the index and footer, fsyncs, renames into
+// place and fsyncs the directory: an archive is visible whole or not at all.
+// ArchiveReader validates header, footer and index on open and checks every
+// frame's checksums as it reads.
+//
+// Thread safety: a writer is used from one thread. ReadFrame of a reader may
+// be called from several threads at once (positional reads, caller-owned
+// decompression context).
+#ifndef STRATA_ENGINE_BACKUP_ARCHIVE_H_
+#define STRATA_ENGINE_BACKUP_ARCHIVE_H_
+
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "engine/backup/archive_format.h"
+#include "extents/extent_set.h"
+#include "formats/file.h"
+
+struct ZSTD_DCtx_s;
+
+namespace strata {
+
+class ArchiveWriter {
+ public:
+  static Result<std::unique_ptr<ArchiveWriter>> Create(const std::string& final_path,
+                                                       const ArchiveHeader& header);
+  ~ArchiveWriter();  // removes the temporary file unless Finish succeeded
+
+  // Appends one compressed frame holding `raw_size` guest bytes (none when
+  // raw_size is 0) and the extents it defines: data extents (frame !=
+  // kZeroFrame; offset_in_frame set by the caller, the frame index is filled
+  // in here) and zero extents, all in ascending guest order overall.
+  Status Add(std::span<const uint8_t> compressed, uint32_t raw_size,
+             std::span<const ExtentRecord> extents);
+  // Writes index and footer, makes the archive durable and visible.
+  Result<ArchiveFooter> Finish();
+
+  uint64_t stored_bytes() const { return data_end_; }
+  const ArchiveHeader& header() const { return header_; }
+
+ private:
+  ArchiveWriter() = default;
+  Status Flush();
+  Status CheckOrder(uint64_t offset, uint64_t length);
+  void AddZero(uint64_t guest_offset, uint32_t length);
+
+  std::string final_path_, temp_path_;
+  std::unique_ptr<File> file_;
+  ArchiveHeader header_;
+  uint64_t header_checksum_ = 0;
+  ArchiveIndex index_;
+  std::vector<uint8_t> buf_;  // pending bytes at file offset buf_offset_
+  uint64_t buf_offset_ = 0, data_end_ = 0, guest_end_ = 0;
+  bool finished_ = false;
+};
+
+class ArchiveReader {
+ public:
+  static Result<std::unique_ptr<ArchiveReader>> Open(const std::string& path);
+
+  const std::string& path() const { return path_; }
+  const ArchiveHeader& header() const { return header_; }
+  const ArchiveIndex& index() const { return index_; }
+  const ArchiveFooter& footer() const { return footer_; }
+  uint64_t file_size() const { return file_size_; }
+  // Bytes of compressed frames.
+  uint64_t stored_bytes() const { return data_end_ - data_start_; }
+  // Guest bytes defined by this archive (data and zero extents).
+  uint64_t logical_bytes() const;
+  // The guest ranges this archive defines, at its granularity.
+  Result<ExtentSet> Coverage() const;
+
+  // Reads frame `i` into `raw` (resized to its raw size), checking the
+  // compressed bytes' XXH3-64 and the decompressed size. `dctx` may be null.
+  Status ReadFrame(uint32_t i, std::vector<uint8_t>* raw, ZSTD_DCtx_s* dctx) const;
+  // Checks an extent's XXH3-128 against bytes taken from its frame.
+  Status CheckExtent(const ExtentRecord& e, std::span<const uint8_t> frame_raw) const;
+
+ private:
+  ArchiveReader() = default;
+  std::string path_;
+  std::unique_ptr<File> file_;
+  uint64_t file_size_ = 0, data_start_ = 0, data_end_ = 0;
+  ArchiveHeader header_;
+  ArchiveIndex index_;
+  ArchiveFooter footer_;
+};
+
+// XXH3-128 of `n` zero bytes (what a zero extent's hash holds).
+Hash128 ZeroHash(uint64_t n);
+
+}  // namespace strata
+
+#endif  // STRATA_ENGINE_BACKUP_ARCHIVE_H_

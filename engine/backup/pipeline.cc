@@ -1,0 +1,781 @@
+#include "engine/backup/pipeline.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "engine/backup/uring_reader.h"
+#include "extents/endian.h"
+
+namespace strata {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+bool IsZero(const uint8_t* p, size_t n) {
+  // Check a 16-byte prefix, then compare the buffer with itself shifted: the
+  // whole range is zero iff both hold. memcmp runs at memory speed.
+  size_t head = std::min<size_t>(n, 16);
+  for (size_t i = 0; i < head; ++i) {
+    if (p[i]) return false;
+  }
+  return n <= 16 || std::memcmp(p, p + 16, n - 16) == 0;
+}
+
+struct CCtxDeleter {
+  void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
+};
+struct DCtxDeleter {
+  void operator()(ZSTD_DCtx* c) const { ZSTD_freeDCtx(c); }
+};
+
+unsigned WorkerCount(const PipelineOptions& opt) {
+  if (opt.workers) return opt.workers;
+  unsigned n = std::thread::hardware_concurrency();
+  return n ? n : 2;
+}
+
+// One read: [offset, offset+length) of the source, holding `parts` (the
+// changed ranges, ascending) within one chunk-aligned window.
+struct ReadOp {
+  uint64_t offset = 0;
+  uint32_t length = 0;
+  std::vector<ByteExtent> parts;
+};
+
+// Cuts the change set into chunk-aligned reads lazily, so memory does not
+// grow with the disk: a run is split at absolute multiples of the chunk size
+// (extents then line up across backups, which --scan relies on), and pieces
+// in the same window whose gap is at most `gap` share one read.
+class Planner {
+ public:
+  Planner(const ExtentSet& set, uint32_t chunk, uint64_t gap)
+      : it_(set), chunk_(chunk), gap_(gap) {}
+
+  bool Next(ReadOp* op) {
+    ByteExtent piece;
+    if (!NextPiece(&piece)) return false;
+    op->offset = piece.offset;
+    op->length = static_cast<uint32_t>(piece.length);
+    op->parts.assign(1, piece);
+    const uint64_t window = piece.offset / chunk_;
+    while (NextPiece(&piece)) {
+      uint64_t end = op->offset + op->length;
+      if (piece.offset / chunk_ != window || piece.offset - end > gap_) {
+        pending_ = piece;
+        have_pending_ = true;
+        break;
+      }
+      op->length = static_cast<uint32_t>(piece.end() - op->offset);
+      op->parts.push_back(piece);
+    }
+    return true;
+  }
+
+ private:
+  bool NextPiece(ByteExtent* out) {
+    if (have_pending_) {
+      *out = pending_;
+      have_pending_ = false;
+      return true;
+    }
+    if (run_.length == 0 && !it_.Next(&run_)) return false;
+    uint64_t window_end = (run_.offset / chunk_ + 1) * chunk_;
+    uint64_t end = std::min(run_.end(), window_end);
+    *out = {run_.offset, end - run_.offset};
+    run_.length -= end - run_.offset;
+    run_.offset = end;
+    return true;
+  }
+
+  ExtentSet::RunIterator it_;
+  uint32_t chunk_;
+  uint64_t gap_;
+  ByteExtent run_{0, 0}, pending_{0, 0};
+  bool have_pending_ = false;
+};
+
+constexpr uint64_t kDirectAlign = 4096;
+
+struct AlignedBuffer {
+  explicit AlignedBuffer(size_t n)
+      : p(static_cast<uint8_t*>(std::aligned_alloc(kDirectAlign, (n + kDirectAlign - 1) /
+                                                                     kDirectAlign * kDirectAlign))),
+        size(n) {
+    if (p == nullptr) throw std::bad_alloc();
+  }
+  ~AlignedBuffer() { std::free(p); }
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+  uint8_t* p;
+  size_t size;
+};
+
+struct Slot {
+  enum State { kFree, kReading, kRead, kDone };
+  State state = kFree;
+  uint64_t seq = 0;
+  ReadOp op;
+  std::unique_ptr<AlignedBuffer> in;
+  std::vector<uint8_t> frame, out;
+  std::vector<ExtentRecord> recs;
+  uint32_t raw_size = 0;
+  uint64_t data = 0, zero = 0, skipped = 0;
+};
+
+class BackupRun {
+ public:
+  BackupRun(Image& image, const ExtentSet& changes, const PipelineOptions& opt,
+            const ScanBaseline* scan, ArchiveWriter* writer)
+      : image_(image), changes_(changes), opt_(opt), scan_(scan), writer_(writer) {}
+
+  Result<BackupStats> Run() {
+    auto t0 = Clock::now();
+    const uint32_t chunk = opt_.chunk_size;
+    workers_ = WorkerCount(opt_);
+    uint64_t per_slot = 2 * uint64_t{chunk} + kDirectAlign + 4096;
+    uint64_t n = std::max<uint64_t>(opt_.queue_depth, 1) + 2 * workers_;
+    n = std::min<uint64_t>(n, std::max<uint64_t>(2, opt_.memory_limit / per_slot));
+    slots_.resize(n);
+    for (Slot& s : slots_) s.in = std::make_unique<AlignedBuffer>(chunk + kDirectAlign);
+    stats_.planned_bytes = changes_.ByteCount();
+
+    std::vector<std::thread> threads;
+    threads.emplace_back([this] { ReaderMain(); });
+    for (unsigned i = 0; i < workers_; ++i) threads.emplace_back([this] { WorkerMain(); });
+    WriterMain();
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads) t.join();
+    if (!error_.ok()) return error_;
+    stats_.seconds = Since(t0);
+    return stats_;
+  }
+
+ private:
+  void Fail(const Status& s) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (error_.ok()) error_ = s;
+    stop_ = true;
+    cv_.notify_all();
+  }
+
+  // Sets up io_uring on the raw file when the source is a raw image.
+  void OpenRawSource(int* fd, std::unique_ptr<UringQueue>* q) {
+    *fd = -1;
+    if (image_.format() != "raw") return;
+    const uint64_t g = changes_.granularity().bytes();
+    bool direct = opt_.direct_io && g >= kDirectAlign && opt_.chunk_size % kDirectAlign == 0;
+    struct stat st;
+    if (::stat(image_.name().c_str(), &st) != 0) return;
+    if (direct) {
+      *fd = ::open(image_.name().c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
+      if (*fd >= 0) {
+        stats_.used_direct = true;
+        direct_ = true;
+      }
+    }
+    if (*fd < 0) *fd = ::open(image_.name().c_str(), O_RDONLY | O_CLOEXEC);
+    if (*fd < 0) return;
+    file_size_ = S_ISBLK(st.st_mode) ? image_.size() : static_cast<uint64_t>(st.st_size);
+    std::vector<std::span<uint8_t>> bufs;
+    for (Slot& s : slots_) bufs.emplace_back(s.in->p, s.in->size);
+    *q = UringQueue::Create(*fd, std::max(1u, opt_.queue_depth), bufs);
+    std::lock_guard<std::mutex> l(mu_);
+    stats_.used_uring = (*q)->uses_uring();
+    stats_.registered_buffers = (*q)->uses_registered_buffers();
+    stats_.notice = (*q)->notice();
+  }
+
+  // Blocks until slot `seq % N` may be reused; false when stopping.
+  bool WaitForSlot(uint64_t seq, bool may_block) {
+    std::unique_lock<std::mutex> l(mu_);
+    if (!may_block) return !stop_ && seq < written_ + slots_.size();
+    cv_.wait(l, [&] { return stop_ || seq < written_ + slots_.size(); });
+    return !stop_;
+  }
+
+  void HandOff(uint64_t seq) {
+    std::lock_guard<std::mutex> l(mu_);
+    slots_[seq % slots_.size()].state = Slot::kRead;
+    work_.push_back(seq);
+    cv_.notify_all();
+  }
+
+  void ReaderMain() {
+    Planner planner(changes_, opt_.chunk_size, scan_ ? 0 : opt_.coalesce_gap);
+    int fd = -1;
+    std::unique_ptr<UringQueue> q;
+    OpenRawSource(&fd, &q);
+    struct FdCloser {
+      int* fd;
+      ~FdCloser() {
+        if (*fd >= 0) ::close(*fd);
+      }
+    } closer{&fd};
+    // On failure, wait for reads in flight before the buffers can go away.
+    auto abort = [&](const Status& st) {
+      std::vector<UringQueue::Completion> ignored;
+      while (q && q->outstanding() > 0 && q->Reap(&ignored).ok()) ignored.clear();
+      Fail(st);
+    };
+    uint64_t seq = 0;
+    bool planned_all = false;
+    std::vector<UringQueue::Completion> done;
+    while (true) {
+      // Keep the queue full while slots are free.
+      while (!planned_all && (!q || q->outstanding() < q->depth())) {
+        bool block = !q || q->outstanding() == 0;
+        if (!WaitForSlot(seq, block)) break;
+        Slot& s = slots_[seq % slots_.size()];
+        if (!planner.Next(&s.op)) {
+          planned_all = true;
+          break;
+        }
+        {
+          // The writer polls this slot's state and seq under the lock.
+          std::lock_guard<std::mutex> l(mu_);
+          s.seq = seq;
+          s.state = Slot::kReading;
+          stats_.read_bytes += s.op.length;
+        }
+        if (q) {
+          uint64_t len = s.op.length;
+          if (direct_) len = (len + kDirectAlign - 1) / kDirectAlign * kDirectAlign;
+          Status st = q->Submit(UringQueue::Op::kRead, s.op.offset, {s.in->p, len},
+                                static_cast<int>(seq % slots_.size()), seq);
+          if (!st.ok()) return abort(st.WithContext(image_.name()));
+        } else {
+          Status st = image_.Read(s.op.offset, {s.in->p, s.op.length});
+          if (!st.ok()) return abort(st);
+          HandOff(seq);
+        }
+        ++seq;
+      }
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        if (stop_) break;
+      }
+      if (!q || q->outstanding() == 0) {
+        if (planned_all) break;
+        continue;
+      }
+      done.clear();
+      Status st = q->Reap(&done);
+      if (!st.ok()) return abort(st.WithContext(image_.name()));
+      for (const auto& c : done) {
+        Slot& s = slots_[c.tag % slots_.size()];
+        if (c.result < 0) {
+          return abort(Status::FromErrno(static_cast<int>(-c.result),
+                                        image_.name() + ": read at " + Hex(s.op.offset)));
+        }
+        uint64_t got = std::min<uint64_t>(static_cast<uint64_t>(c.result), s.op.length);
+        if (got < s.op.length) {
+          if (s.op.offset + got >= file_size_) {  // end of file: the rest reads as zeros
+            std::memset(s.in->p + got, 0, s.op.length - got);
+          } else {  // a short read mid-file: finish it through the image driver
+            Status rs = image_.Read(s.op.offset + got, {s.in->p + got, s.op.length - got});
+            if (!rs.ok()) return abort(rs);
+          }
+        }
+        HandOff(c.tag);
+      }
+    }
+    q.reset();  // before the descriptor it uses is closed
+    std::lock_guard<std::mutex> l(mu_);
+    total_ = seq;
+    reader_done_ = true;
+    cv_.notify_all();
+  }
+
+  void WorkerMain() {
+    std::unique_ptr<ZSTD_CCtx, CCtxDeleter> cctx(ZSTD_createCCtx());
+    while (true) {
+      uint64_t seq;
+      {
+        std::unique_lock<std::mutex> l(mu_);
+        cv_.wait(l, [&] { return stop_ || !work_.empty(); });
+        if (stop_) return;
+        seq = work_.front();
+        work_.pop_front();
+      }
+      Slot& s = slots_[seq % slots_.size()];
+      Status st = Process(s, cctx.get());
+      if (!st.ok()) return Fail(st);
+      std::lock_guard<std::mutex> l(mu_);
+      s.state = Slot::kDone;
+      cv_.notify_all();
+    }
+  }
+
+  Status Process(Slot& s, ZSTD_CCtx* cctx) {
+    s.recs.clear();
+    s.frame.clear();
+    s.out.clear();
+    s.raw_size = 0;
+    s.data = s.zero = s.skipped = 0;
+    const uint64_t g = changes_.granularity().bytes();
+    if (scan_) {
+      // Scan reads are whole chunk pieces (no coalescing): compare first.
+      if (scan_->Unchanged(s.op.offset, {s.in->p, s.op.length})) {
+        s.skipped = s.op.length;
+        return Status::Ok();
+      }
+    }
+    for (const ByteExtent& part : s.op.parts) {
+      uint64_t pos = part.offset;
+      while (pos < part.end()) {
+        // A run of granules that are all zero or all data.
+        const uint8_t* p = s.in->p + (pos - s.op.offset);
+        uint64_t gend = std::min(part.end(), (pos / g + 1) * g);
+        bool zero = IsZero(p, gend - pos);
+        uint64_t end = gend;
+        while (end < part.end()) {
+          uint64_t next = std::min(part.end(), end + g);
+          if (IsZero(s.in->p + (end - s.op.offset), next - end) != zero) break;
+          end = next;
+        }
+        ExtentRecord r;
+        r.guest_offset = pos;
+        r.length = static_cast<uint32_t>(end - pos);
+        if (zero) {
+          r.hash = ZeroHash(r.length);
+          s.zero += r.length;
+        } else {
+          r.frame = 0;  // the writer assigns the real index
+          r.offset_in_frame = static_cast<uint32_t>(s.frame.size());
+          r.hash = Xxh3_128(p, r.length);
+          s.frame.insert(s.frame.end(), p, p + r.length);
+          s.data += r.length;
+        }
+        s.recs.push_back(r);
+        pos = end;
+      }
+    }
+    if (!s.frame.empty()) {
+      s.out.resize(ZSTD_compressBound(s.frame.size()));
+      size_t n = ZSTD_compressCCtx(cctx, s.out.data(), s.out.size(), s.frame.data(),
+                                   s.frame.size(), opt_.level);
+      if (ZSTD_isError(n)) {
+        return Status::Corruption(std::string("zstd compression failed: ") + ZSTD_getErrorName(n));
+      }
+      s.out.resize(n);
+      s.raw_size = static_cast<uint32_t>(s.frame.size());
+    } else {
+      s.out.clear();
+    }
+    return Status::Ok();
+  }
+
+  void WriterMain() {
+    uint64_t done_bytes = 0;
+    for (uint64_t w = 0;; ++w) {
+      Slot* s = nullptr;
+      {
+        std::unique_lock<std::mutex> l(mu_);
+        cv_.wait(l, [&] {
+          Slot& c = slots_[w % slots_.size()];
+          return stop_ || (reader_done_ && w >= total_) || (c.state == Slot::kDone && c.seq == w);
+        });
+        if (stop_ || (reader_done_ && w >= total_)) return;
+        s = &slots_[w % slots_.size()];
+      }
+      Status st = writer_->Add(s->out, s->raw_size, s->recs);
+      if (!st.ok()) return Fail(st);
+      stats_.data_bytes += s->data;
+      stats_.zero_bytes += s->zero;
+      stats_.skipped_bytes += s->skipped;
+      done_bytes += s->data + s->zero + s->skipped;
+      if (opt_.progress) opt_.progress(done_bytes, stats_.planned_bytes);
+      std::lock_guard<std::mutex> l(mu_);
+      s->state = Slot::kFree;
+      written_ = w + 1;
+      cv_.notify_all();
+    }
+  }
+
+  Image& image_;
+  const ExtentSet& changes_;
+  const PipelineOptions& opt_;
+  const ScanBaseline* scan_;
+  ArchiveWriter* writer_;
+  unsigned workers_ = 1;
+  bool direct_ = false;
+  uint64_t file_size_ = 0;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Slot> slots_;
+  std::deque<uint64_t> work_;
+  uint64_t written_ = 0, total_ = 0;
+  bool reader_done_ = false, stop_ = false;
+  Status error_;
+  BackupStats stats_;
+};
+
+}  // namespace
+
+// ---- scan baseline ----
+
+Result<ScanBaseline> ScanBaseline::Build(const std::vector<const ArchiveReader*>& chain) {
+  STRATA_RETURN_IF_ERROR(CheckChain(chain));
+  const ArchiveHeader& h = chain[0]->header();
+  STRATA_ASSIGN_OR_RETURN(Granularity g, Granularity::FromShift(h.granularity_shift));
+  STRATA_ASSIGN_OR_RETURN(ExtentSet remaining, ExtentSet::Create(h.disk_size, g));
+  STRATA_RETURN_IF_ERROR(remaining.AddBlocks({0, remaining.disk_blocks()}));
+  ScanBaseline b;
+  b.zero_view_ = std::make_unique<ExtentSet>(*ExtentSet::Create(h.disk_size, g));
+  for (const ArchiveReader* a : chain) {
+    ExtentSet zeros = *ExtentSet::Create(h.disk_size, g);
+    for (const ExtentRecord& e : a->index().extents) {
+      if (e.is_zero()) {
+        STRATA_RETURN_IF_ERROR(zeros.Add(e.guest_offset, e.length));
+      } else if (remaining.ContainsRange(e.guest_offset, e.length)) {
+        b.visible_.push_back(e);
+      }
+    }
+    STRATA_RETURN_IF_ERROR(zeros.IntersectWith(remaining));
+    STRATA_RETURN_IF_ERROR(b.zero_view_->UnionWith(zeros));
+    STRATA_ASSIGN_OR_RETURN(ExtentSet cov, a->Coverage());
+    STRATA_RETURN_IF_ERROR(remaining.Subtract(cov));
+  }
+  // What no archive covers reads as zero (the full backup defines it so).
+  STRATA_RETURN_IF_ERROR(b.zero_view_->UnionWith(remaining));
+  std::sort(b.visible_.begin(), b.visible_.end(),
+            [](const ExtentRecord& x, const ExtentRecord& y) { return x.guest_offset < y.guest_offset; });
+  return b;
+}
+
+bool ScanBaseline::Unchanged(uint64_t offset, std::span<const uint8_t> data) const {
+  const uint64_t end = offset + data.size();
+  // First visible data extent ending after `offset`.
+  auto it = std::lower_bound(
+      visible_.begin(), visible_.end(), offset,
+      [](const ExtentRecord& e, uint64_t o) { return e.guest_offset + e.length <= o; });
+  uint64_t pos = offset;
+  for (; it != visible_.end() && it->guest_offset < end; ++it) {
+    if (it->guest_offset < offset || it->guest_offset + it->length > end) return false;
+    if (it->guest_offset > pos) {  // a gap: zero in the chain and in `data`
+      if (!zero_view_->ContainsRange(pos, it->guest_offset - pos) ||
+          !IsZero(data.data() + (pos - offset), it->guest_offset - pos)) {
+        return false;
+      }
+    }
+    if (!(Xxh3_128(data.data() + (it->guest_offset - offset), it->length) == it->hash)) {
+      return false;
+    }
+    pos = it->guest_offset + it->length;
+  }
+  if (pos < end) {
+    return zero_view_->ContainsRange(pos, end - pos) &&
+           IsZero(data.data() + (pos - offset), end - pos);
+  }
+  return true;
+}
+
+// ---- backup ----
+
+Result<BackupStats> RunBackup(Image& image, const ExtentSet& changes, ArchiveHeader header,
+                              const std::string& archive_path, const PipelineOptions& opt,
+                              const ScanBaseline* scan) {
+  if (changes.disk_size() != image.size()) {
+    return Status::InvalidArgument(image.name() + ": change set is for a disk of " +
+                                   std::to_string(changes.disk_size()) + " bytes, the image has " +
+                                   std::to_string(image.size()));
+  }
+  if (opt.chunk_size < changes.granularity().bytes() || opt.chunk_size % 4096 != 0 ||
+      opt.chunk_size > (64u << 20) || opt.chunk_size % changes.granularity().bytes() != 0) {
+    return Status::InvalidArgument("chunk size " + std::to_string(opt.chunk_size) +
+                                   " must be a multiple of 4 KiB and of the granularity, at most 64 MiB");
+  }
+  if (opt.level < ZSTD_minCLevel() || opt.level > ZSTD_maxCLevel()) {
+    return Status::InvalidArgument("zstd level " + std::to_string(opt.level) + " out of range");
+  }
+  header.disk_size = image.size();
+  header.granularity_shift = changes.granularity().shift();
+  header.level = static_cast<int8_t>(opt.level);
+  header.chunk_size = opt.chunk_size;
+  STRATA_ASSIGN_OR_RETURN(auto writer, ArchiveWriter::Create(archive_path, header));
+  BackupRun run(image, changes, opt, scan, writer.get());
+  STRATA_ASSIGN_OR_RETURN(BackupStats stats, run.Run());
+  STRATA_ASSIGN_OR_RETURN(ArchiveFooter footer, writer->Finish());
+  stats.stored_bytes = writer->stored_bytes();
+  stats.archive_bytes = footer.index_offset + footer.index_size + kArchiveFooterSize;
+  return stats;
+}
+
+// ---- chain resolution ----
+
+Status CheckChain(const std::vector<const ArchiveReader*>& chain) {
+  if (chain.empty()) return Status::InvalidArgument("empty backup chain");
+  for (size_t i = 0; i < chain.size(); ++i) {
+    const ArchiveHeader& h = chain[i]->header();
+    if (h.disk_size != chain[0]->header().disk_size ||
+        h.granularity_shift != chain[0]->header().granularity_shift) {
+      return Status::Corruption(chain[i]->path() + ": disk size or granularity differs from " +
+                                chain[0]->path());
+    }
+    if (i + 1 == chain.size()) {
+      if (!h.is_full()) {
+        return Status::NotFound(chain[i]->path() + ": parent " + IdToHex(h.parent_id) +
+                                " is missing: the chain has no full backup");
+      }
+      break;
+    }
+    const ArchiveHeader& p = chain[i + 1]->header();
+    if (h.parent_id != p.id || h.parent_identity != IdentityCheck(p)) {
+      return Status::Corruption(chain[i]->path() + ": parent is " + IdToHex(h.parent_id) +
+                                " but the chain continues with " + chain[i + 1]->path());
+    }
+  }
+  return Status::Ok();
+}
+
+namespace {
+
+// A guest range of the resolved view: from archive `archive`'s extent
+// `extent`, or zeros (archive < 0, or a zero extent).
+struct Segment {
+  uint64_t offset, length;
+  int archive;
+  uint32_t extent;
+};
+
+Result<std::vector<Segment>> Resolve(const std::vector<const ArchiveReader*>& chain) {
+  STRATA_RETURN_IF_ERROR(CheckChain(chain));
+  const ArchiveHeader& h = chain[0]->header();
+  STRATA_ASSIGN_OR_RETURN(Granularity g, Granularity::FromShift(h.granularity_shift));
+  STRATA_ASSIGN_OR_RETURN(ExtentSet remaining, ExtentSet::Create(h.disk_size, g));
+  STRATA_RETURN_IF_ERROR(remaining.AddBlocks({0, remaining.disk_blocks()}));
+  std::vector<Segment> segs;
+  for (size_t ai = 0; ai < chain.size(); ++ai) {
+    const ArchiveReader& a = *chain[ai];
+    STRATA_ASSIGN_OR_RETURN(ExtentSet cov, a.Coverage());
+    STRATA_ASSIGN_OR_RETURN(ExtentSet take, ExtentSet::Intersection(cov, remaining));
+    STRATA_RETURN_IF_ERROR(remaining.Subtract(cov));
+    // Sweep the archive's sorted extents against the sorted runs to take.
+    const auto& ext = a.index().extents;
+    size_t ei = 0;
+    ExtentSet::RunIterator it(take);
+    ByteExtent run;
+    while (it.Next(&run)) {
+      while (ei < ext.size() && ext[ei].guest_offset + ext[ei].length <= run.offset) ++ei;
+      for (size_t j = ei; j < ext.size() && ext[j].guest_offset < run.end(); ++j) {
+        uint64_t s = std::max(run.offset, ext[j].guest_offset);
+        uint64_t e = std::min(run.end(), ext[j].guest_offset + ext[j].length);
+        if (s < e) segs.push_back({s, e - s, static_cast<int>(ai), static_cast<uint32_t>(j)});
+      }
+    }
+  }
+  ExtentSet::RunIterator it(remaining);
+  ByteExtent run;
+  while (it.Next(&run)) segs.push_back({run.offset, run.length, -1, 0});
+  std::sort(segs.begin(), segs.end(),
+            [](const Segment& x, const Segment& y) { return x.offset < y.offset; });
+  // The segments must tile the disk exactly.
+  uint64_t pos = 0;
+  for (const Segment& s : segs) {
+    if (s.offset != pos) {
+      return Status::Corruption(chain[0]->path() + ": backup chain leaves guest range at " +
+                                Hex(pos) + " undefined");
+    }
+    pos += s.length;
+  }
+  if (pos != h.disk_size) {
+    return Status::Corruption(chain[0]->path() + ": backup chain does not cover the disk");
+  }
+  return segs;
+}
+
+bool SegIsZero(const std::vector<const ArchiveReader*>& chain, const Segment& s) {
+  return s.archive < 0 || chain[s.archive]->index().extents[s.extent].is_zero();
+}
+
+}  // namespace
+
+Status ForEachResolved(const std::vector<const ArchiveReader*>& chain,
+                       const std::function<Status(uint64_t, std::span<const uint8_t>, uint64_t)>& fn) {
+  STRATA_ASSIGN_OR_RETURN(std::vector<Segment> segs, Resolve(chain));
+  std::unique_ptr<ZSTD_DCtx, DCtxDeleter> dctx(ZSTD_createDCtx());
+  int cached_archive = -1;
+  uint32_t cached_frame = 0;
+  std::vector<uint8_t> raw;
+  for (const Segment& s : segs) {
+    if (SegIsZero(chain, s)) {
+      STRATA_RETURN_IF_ERROR(fn(s.offset, {}, s.length));
+      continue;
+    }
+    const ArchiveReader& a = *chain[s.archive];
+    const ExtentRecord& e = a.index().extents[s.extent];
+    if (cached_archive != s.archive || cached_frame != e.frame) {
+      STRATA_RETURN_IF_ERROR(a.ReadFrame(e.frame, &raw, dctx.get()));
+      cached_archive = s.archive;
+      cached_frame = e.frame;
+    }
+    STRATA_RETURN_IF_ERROR(a.CheckExtent(e, raw));
+    const uint8_t* p = raw.data() + e.offset_in_frame + (s.offset - e.guest_offset);
+    STRATA_RETURN_IF_ERROR(fn(s.offset, {p, s.length}, 0));
+  }
+  return Status::Ok();
+}
+
+// ---- restore ----
+
+Result<RestoreStats> RunRestore(const std::vector<const ArchiveReader*>& chain,
+                                const std::string& output, const PipelineOptions& opt) {
+  auto t0 = Clock::now();
+  STRATA_ASSIGN_OR_RETURN(std::vector<Segment> segs, Resolve(chain));
+  const uint64_t disk_size = chain[0]->header().disk_size;
+  struct stat st;
+  bool is_blk = ::stat(output.c_str(), &st) == 0 && S_ISBLK(st.st_mode);
+  int fd = ::open(output.c_str(), O_RDWR | O_CLOEXEC | (is_blk ? 0 : O_CREAT | O_TRUNC), 0644);
+  if (fd < 0) return Status::FromErrno(errno, output);
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  if (is_blk) {
+    uint64_t dev_size = 0;
+    if (::ioctl(fd, BLKGETSIZE64, &dev_size) != 0) return Status::FromErrno(errno, output + ": BLKGETSIZE64");
+    if (dev_size < disk_size) {
+      return Status::InvalidArgument(output + ": device holds " + std::to_string(dev_size) +
+                                     " bytes, the backup needs " + std::to_string(disk_size));
+    }
+  } else if (::ftruncate(fd, static_cast<off_t>(disk_size)) != 0) {
+    return Status::FromErrno(errno, output + ": truncate");
+  }
+  RestoreStats stats;
+  // Group data segments by (archive, frame): each frame is read and
+  // decompressed once; every block is written exactly once.
+  struct Task {
+    int archive;
+    uint32_t frame;
+    size_t first, count;  // indices into `data`
+  };
+  std::vector<Segment> data;
+  for (const Segment& s : segs) {
+    if (SegIsZero(chain, s)) {
+      stats.zero_bytes += s.length;
+      if (is_blk) {  // a device keeps old contents: zero explicitly
+        uint64_t range[2] = {s.offset, s.length};
+        if (::ioctl(fd, BLKZEROOUT, range) != 0) {
+          return Status::FromErrno(errno, output + ": zeroing " + Hex(s.offset));
+        }
+      }
+    } else {
+      data.push_back(s);
+      stats.data_bytes += s.length;
+    }
+  }
+  std::stable_sort(data.begin(), data.end(), [&](const Segment& x, const Segment& y) {
+    if (x.archive != y.archive) return x.archive < y.archive;
+    return chain[x.archive]->index().extents[x.extent].frame <
+           chain[y.archive]->index().extents[y.extent].frame;
+  });
+  std::vector<Task> tasks;
+  for (size_t i = 0; i < data.size(); ++i) {
+    uint32_t f = chain[data[i].archive]->index().extents[data[i].extent].frame;
+    if (!tasks.empty() && tasks.back().archive == data[i].archive && tasks.back().frame == f) {
+      ++tasks.back().count;
+    } else {
+      tasks.push_back({data[i].archive, f, i, 1});
+    }
+  }
+  stats.frames_read = tasks.size();
+  std::mutex mu;
+  size_t next = 0;
+  Status error;
+  uint64_t stored_read = 0, written = 0;
+  auto worker = [&] {
+    std::unique_ptr<ZSTD_DCtx, DCtxDeleter> dctx(ZSTD_createDCtx());
+    std::vector<uint8_t> raw;
+    while (true) {
+      size_t t;
+      {
+        std::lock_guard<std::mutex> l(mu);
+        if (next >= tasks.size() || !error.ok()) return;
+        t = next++;
+      }
+      const Task& task = tasks[t];
+      const ArchiveReader& a = *chain[task.archive];
+      Status s = a.ReadFrame(task.frame, &raw, dctx.get());
+      uint32_t checked = ExtentRecord::kZeroFrame;
+      for (size_t i = task.first; s.ok() && i < task.first + task.count; ++i) {
+        const Segment& seg = data[i];
+        const ExtentRecord& e = a.index().extents[seg.extent];
+        if (checked != seg.extent) {
+          s = a.CheckExtent(e, raw);
+          checked = seg.extent;
+          if (!s.ok()) break;
+        }
+        const uint8_t* p = raw.data() + e.offset_in_frame + (seg.offset - e.guest_offset);
+        size_t done = 0;
+        while (done < seg.length) {
+          ssize_t n = ::pwrite(fd, p + done, seg.length - done, static_cast<off_t>(seg.offset + done));
+          if (n < 0) {
+            if (errno == EINTR) continue;
+            s = Status::FromErrno(errno, output + ": write at " + Hex(seg.offset + done));
+            break;
+          }
+          done += static_cast<size_t>(n);
+        }
+      }
+      std::lock_guard<std::mutex> l(mu);
+      if (!s.ok() && error.ok()) error = s;
+      stored_read += a.index().frames[task.frame].compressed_size;
+      for (size_t i = task.first; i < task.first + task.count; ++i) written += data[i].length;
+      if (opt.progress) opt.progress(written, stats.data_bytes);
+    }
+  };
+  std::vector<std::thread> threads;
+  unsigned nw = WorkerCount(opt);
+  for (unsigned i = 0; i < nw; ++i) threads.emplace_back(worker);
+  for (auto& th : threads) th.join();
+  if (!error.ok()) return error;
+  if (::fsync(fd) != 0 && !is_blk) return Status::FromErrno(errno, output + ": fsync");
+  stats.stored_bytes_read = stored_read;
+  stats.seconds = Since(t0);
+  return stats;
+}
+
+Status VerifyArchive(const ArchiveReader& a) {
+  std::unique_ptr<ZSTD_DCtx, DCtxDeleter> dctx(ZSTD_createDCtx());
+  std::vector<uint8_t> raw;
+  uint32_t loaded = ExtentRecord::kZeroFrame;
+  std::vector<bool> seen(a.index().frames.size());
+  for (const ExtentRecord& e : a.index().extents) {
+    if (!e.is_zero() && e.frame != loaded) {
+      STRATA_RETURN_IF_ERROR(a.ReadFrame(e.frame, &raw, dctx.get()));
+      loaded = e.frame;
+      seen[e.frame] = true;
+    }
+    STRATA_RETURN_IF_ERROR(a.CheckExtent(e, raw));
+  }
+  // Frames no extent refers to are still checked (every byte is covered).
+  for (uint32_t i = 0; i < seen.size(); ++i) {
+    if (!seen[i]) STRATA_RETURN_IF_ERROR(a.ReadFrame(i, &raw, dctx.get()));
+  }
+  return Status::Ok();
+}
+
+}  // namespace strata

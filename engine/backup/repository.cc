@@ -1,0 +1,277 @@
+#include "engine/backup/repository.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <sstream>
+
+#include "extents/endian.h"
+
+namespace strata {
+
+namespace {
+constexpr char kMarker[] = "strata-repository";
+constexpr char kMarkerText[] = "strata repository, format 1\n";
+constexpr char kCatalogMagic[] = "strata-catalog 1";
+
+// Catalog fields are tab-separated; names are %-escaped.
+std::string Escape(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c <= 0x20 || c == '%' || c >= 0x7f) {
+      char b[4];
+      std::snprintf(b, sizeof b, "%%%02x", c);
+      out += b;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out.empty() ? "-" : out;
+}
+
+bool Unescape(const std::string& s, std::string* out) {
+  out->clear();
+  if (s == "-") return true;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '%') {
+      *out += s[i];
+      continue;
+    }
+    if (i + 2 >= s.size()) return false;
+    char* end = nullptr;
+    std::string hex = s.substr(i + 1, 2);
+    long v = std::strtol(hex.c_str(), &end, 16);
+    if (*end != 0) return false;
+    *out += static_cast<char>(v);
+    i += 2;
+  }
+  return true;
+}
+
+bool ParseU64(const std::string& s, uint64_t* v) {
+  if (s.empty() || s.size() > 20) return false;
+  char* end = nullptr;
+  *v = std::strtoull(s.c_str(), &end, 10);
+  return *end == 0;
+}
+}  // namespace
+
+CatalogEntry Repository::EntryFor(const ArchiveReader& a) {
+  const ArchiveHeader& h = a.header();
+  CatalogEntry e;
+  e.id = h.id;
+  e.parent = h.parent_id;
+  e.created_unix_ns = h.created_unix_ns;
+  e.source = h.source;
+  e.source_name = h.source_name;
+  e.disk_size = h.disk_size;
+  e.granularity_shift = h.granularity_shift;
+  e.logical_bytes = a.logical_bytes();
+  e.stored_bytes = a.file_size();
+  return e;
+}
+
+Status Repository::Init(const std::string& dir) {
+  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return Status::FromErrno(errno, dir);
+  std::string marker = dir + "/" + kMarker;
+  if (::access(marker.c_str(), F_OK) == 0) {
+    return Status::AlreadyExists(dir + ": already a strata repository");
+  }
+  if (::mkdir((dir + "/archives").c_str(), 0755) != 0 && errno != EEXIST) {
+    return Status::FromErrno(errno, dir + "/archives");
+  }
+  std::string cat = std::string(kCatalogMagic) + "\n";
+  cat += "xxh3 " + Hex(Xxh3_64(cat.data(), cat.size())) + "\n";
+  STRATA_RETURN_IF_ERROR(WriteFileAtomic(
+      dir + "/catalog", {reinterpret_cast<const uint8_t*>(cat.data()), cat.size()}));
+  // The marker last: a repository exists only once it is complete.
+  return WriteFileAtomic(marker, {reinterpret_cast<const uint8_t*>(kMarkerText),
+                                  sizeof kMarkerText - 1});
+}
+
+Result<std::unique_ptr<Repository>> Repository::Open(const std::string& dir) {
+  std::unique_ptr<Repository> r(new Repository);
+  r->dir_ = dir;
+  auto marker = ReadWholeFile(dir + "/" + kMarker);
+  if (!marker) {
+    if (marker.error().code() == StatusCode::kNotFound) {
+      return Status::NotFound(dir + ": not a strata repository (run 'strata init " + dir + "')");
+    }
+    return marker.error();
+  }
+  if (std::string(marker->begin(), marker->end()) != kMarkerText) {
+    return Status::Unsupported(dir + "/" + kMarker + ": unknown repository format");
+  }
+  r->lock_fd_ = ::open((dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (r->lock_fd_ < 0) return Status::FromErrno(errno, dir + "/lock");
+  if (::flock(r->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    return Status::Busy(dir + ": repository is in use by another strata process");
+  }
+  STRATA_RETURN_IF_ERROR(r->Load());
+  // Leftovers of interrupted backups are never named by the catalog.
+  if (DIR* d = ::opendir((dir + "/archives").c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      if (std::strstr(e->d_name, ".partial.")) ::unlink((dir + "/archives/" + e->d_name).c_str());
+    }
+    ::closedir(d);
+  }
+  return r;
+}
+
+Repository::~Repository() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);
+}
+
+Status Repository::Load() {
+  const std::string path = dir_ + "/catalog";
+  STRATA_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, ReadWholeFile(path));
+  std::string text(bytes.begin(), bytes.end());
+  size_t trailer = text.rfind("xxh3 ");
+  if (trailer == std::string::npos || text.back() != '\n') {
+    return Status::Corruption(path + ": catalog truncated (no checksum line)");
+  }
+  std::string want = text.substr(trailer + 5, text.size() - trailer - 6);
+  if (want != Hex(Xxh3_64(text.data(), trailer))) {
+    return Status::Corruption(path + ": catalog checksum mismatch at byte " + Hex(trailer));
+  }
+  std::istringstream in(text.substr(0, trailer));
+  std::string line;
+  size_t lineno = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    if (lineno == 1) {
+      if (line != kCatalogMagic) return Status::Corruption(path + ": not a strata catalog");
+      continue;
+    }
+    std::vector<std::string> f;
+    std::istringstream ls(line);
+    std::string field;
+    while (std::getline(ls, field, '\t')) f.push_back(field);
+    auto bad = [&] { return Status::Corruption(path + ": line " + std::to_string(lineno) + " malformed"); };
+    if (f.size() != 9) return bad();
+    CatalogEntry e;
+    auto id = IdFromHex(f[0]);
+    if (!id) return bad();
+    e.id = *id;
+    if (f[1] != "-") {
+      auto p = IdFromHex(f[1]);
+      if (!p) return bad();
+      e.parent = *p;
+    }
+    uint64_t src = 0, shift = 0;
+    if (!ParseU64(f[2], &e.created_unix_ns) || !ParseU64(f[3], &src) || src > 5 ||
+        !Unescape(f[4], &e.source_name) || !ParseU64(f[5], &e.disk_size) ||
+        !ParseU64(f[6], &shift) || shift > 63 || !ParseU64(f[7], &e.logical_bytes) ||
+        !ParseU64(f[8], &e.stored_bytes)) {
+      return bad();
+    }
+    e.source = static_cast<SourceKind>(src);
+    e.granularity_shift = static_cast<uint32_t>(shift);
+    entries_.push_back(e);
+  }
+  return Status::Ok();
+}
+
+Status Repository::Save() const {
+  std::string text = std::string(kCatalogMagic) + "\n";
+  for (const CatalogEntry& e : entries_) {
+    text += IdToHex(e.id) + "\t" + (IsNullId(e.parent) ? "-" : IdToHex(e.parent)) + "\t" +
+            std::to_string(e.created_unix_ns) + "\t" +
+            std::to_string(static_cast<int>(e.source)) + "\t" + Escape(e.source_name) + "\t" +
+            std::to_string(e.disk_size) + "\t" + std::to_string(e.granularity_shift) + "\t" +
+            std::to_string(e.logical_bytes) + "\t" + std::to_string(e.stored_bytes) + "\n";
+  }
+  text += "xxh3 " + Hex(Xxh3_64(text.data(), text.size())) + "\n";
+  return WriteFileAtomic(dir_ + "/catalog",
+                         {reinterpret_cast<const uint8_t*>(text.data()), text.size()});
+}
+
+Result<const CatalogEntry*> Repository::Find(const std::string& which) const {
+  if (entries_.empty()) return Status::NotFound(dir_ + ": repository holds no backups");
+  if (which == "latest") return &entries_.back();
+  if (which.size() < 4) return Status::InvalidArgument("backup id '" + which + "' is too short");
+  const CatalogEntry* found = nullptr;
+  for (const CatalogEntry& e : entries_) {
+    if (IdToHex(e.id).compare(0, which.size(), which) == 0) {
+      if (found) return Status::InvalidArgument("backup id '" + which + "' is ambiguous");
+      found = &e;
+    }
+  }
+  if (!found) return Status::NotFound(dir_ + ": no backup " + which);
+  return found;
+}
+
+std::string Repository::ArchivePath(const ArchiveId& id) const {
+  return dir_ + "/archives/" + IdToHex(id) + ".sar";
+}
+
+std::vector<const CatalogEntry*> Repository::Children(const ArchiveId& id) const {
+  std::vector<const CatalogEntry*> v;
+  for (const CatalogEntry& e : entries_) {
+    if (e.parent == id) v.push_back(&e);
+  }
+  return v;
+}
+
+Result<std::vector<std::unique_ptr<ArchiveReader>>> Repository::OpenChain(const ArchiveId& id) const {
+  std::vector<std::unique_ptr<ArchiveReader>> chain;
+  ArchiveId cur = id;
+  for (size_t depth = 0;; ++depth) {
+    if (depth > entries_.size()) return Status::Corruption(dir_ + "/catalog: parent loop");
+    STRATA_ASSIGN_OR_RETURN(auto r, ArchiveReader::Open(ArchivePath(cur)));
+    if (r->header().id != cur) {
+      return Status::Corruption(r->path() + ": holds backup " + IdToHex(r->header().id));
+    }
+    bool full = r->header().is_full();
+    cur = r->header().parent_id;
+    chain.push_back(std::move(r));
+    if (full) break;
+  }
+  std::vector<const ArchiveReader*> raw;
+  for (auto& r : chain) raw.push_back(r.get());
+  return chain;
+}
+
+Status Repository::Add(const CatalogEntry& e) {
+  entries_.push_back(e);
+  Status s = Save();
+  if (!s.ok()) entries_.pop_back();
+  return s;
+}
+
+Status Repository::Replace(const CatalogEntry& e) {
+  for (CatalogEntry& x : entries_) {
+    if (x.id == e.id) {
+      CatalogEntry old = x;
+      x = e;
+      Status s = Save();
+      if (!s.ok()) x = old;
+      return s;
+    }
+  }
+  return Status::NotFound(dir_ + ": no backup " + IdToHex(e.id));
+}
+
+Status Repository::Remove(const ArchiveId& id) {
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    if (entries_[i].id == id) {
+      CatalogEntry old = entries_[i];
+      entries_.erase(entries_.begin() + static_cast<long>(i));
+      Status s = Save();
+      if (!s.ok()) {
+        entries_.insert(entries_.begin() + static_cast<long>(i), old);
+        return s;
+      }
+      ::unlink(ArchivePath(id).c_str());
+      return SyncDirOf(ArchivePath(id));
+    }
+  }
+  return Status::NotFound(dir_ + ": no backup " + IdToHex(id));
+}
+
+}  // namespace strata
