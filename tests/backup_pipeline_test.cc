@@ -126,6 +126,28 @@ TEST_P(PipelineTest, RandomHistoriesRestoreEveryPoint) {
     ASSERT_TRUE(got == points[p].image) << "point " << p << " differs";
     EXPECT_EQ(st->data_bytes + st->zero_bytes, kDisk);
   }
+  // Offline merge: fold archive 5 into 6, then the full (0) into 1. Every
+  // point that remains restores as before, and the rewritten archives keep
+  // their identity so later archives still chain onto them.
+  for (size_t removed : {size_t{5}, size_t{0}}) {
+    size_t child = removed + 1;
+    auto chain = ChainOf(archives, child);
+    ASSERT_EQ(chain[1], archives[removed].get());
+    std::string child_path = dir.File(IdToHex(archives[child]->header().id) + ".sar");
+    auto st = FoldIntoChild(chain, child_path, opt);
+    ASSERT_TRUE(st.has_value()) << st.error().ToString();
+    archives[child] = *ArchiveReader::Open(child_path);
+    ASSERT_TRUE(VerifyArchive(*archives[child]).ok());
+    EXPECT_EQ(archives[child]->header().is_full(), removed == 0);
+    archives.erase(archives.begin() + static_cast<long>(removed));
+    points.erase(points.begin() + static_cast<long>(removed));
+  }
+  for (size_t p = 0; p < points.size(); ++p) {
+    std::string out = dir.File("merged.raw");
+    auto st = RunRestore(ChainOf(archives, p), out, opt);
+    ASSERT_TRUE(st.has_value()) << st.error().ToString();
+    ASSERT_TRUE(testing::ReadFileBytes(out) == points[p].image) << "after merge, point " << p;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Histories, PipelineTest, ::testing::Range(0, 4));

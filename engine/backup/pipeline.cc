@@ -779,3 +779,113 @@ Status VerifyArchive(const ArchiveReader& a) {
 }
 
 }  // namespace strata
+
+namespace strata {
+
+namespace {
+
+class ChainImage : public Image {
+ public:
+  ChainImage(std::vector<const ArchiveReader*> chain, std::vector<Segment> segs)
+      : chain_(std::move(chain)), segs_(std::move(segs)), dctx_(ZSTD_createDCtx()) {
+    name_ = "backup " + IdToHex(chain_[0]->header().id);
+  }
+  const std::string& name() const override { return name_; }
+  std::string_view format() const override { return "strata-backup"; }
+  uint64_t size() const override { return chain_[0]->header().disk_size; }
+
+  Status Read(uint64_t offset, std::span<uint8_t> buf) override {
+    STRATA_RETURN_IF_ERROR(CheckRange(offset, buf.size(), size()).WithContext(name_));
+    uint64_t pos = offset, end = offset + buf.size();
+    for (size_t i = Find(pos); pos < end; ++i) {
+      const Segment& s = segs_[i];
+      uint64_t n = std::min(end, s.offset + s.length) - pos;
+      uint8_t* dst = buf.data() + (pos - offset);
+      if (SegIsZero(chain_, s)) {
+        std::memset(dst, 0, n);
+      } else {
+        const ArchiveReader& a = *chain_[s.archive];
+        const ExtentRecord& e = a.index().extents[s.extent];
+        if (cached_archive_ != s.archive || cached_frame_ != e.frame) {
+          STRATA_RETURN_IF_ERROR(a.ReadFrame(e.frame, &raw_, dctx_.get()));
+          cached_archive_ = s.archive;
+          cached_frame_ = e.frame;
+          checked_extent_ = ExtentRecord::kZeroFrame;
+        }
+        if (checked_extent_ != s.extent) {
+          STRATA_RETURN_IF_ERROR(a.CheckExtent(e, raw_));
+          checked_extent_ = s.extent;
+        }
+        std::memcpy(dst, raw_.data() + e.offset_in_frame + (pos - e.guest_offset), n);
+      }
+      pos += n;
+    }
+    return Status::Ok();
+  }
+
+  Status BlockStatus(uint64_t offset, uint64_t length, std::vector<MapEntry>* out) override {
+    STRATA_RETURN_IF_ERROR(CheckRange(offset, length, size()).WithContext(name_));
+    uint64_t pos = offset, end = offset + length;
+    for (size_t i = Find(pos); pos < end; ++i) {
+      const Segment& s = segs_[i];
+      uint64_t n = std::min(end, s.offset + s.length) - pos;
+      MapEntry e;
+      e.start = pos;
+      e.length = n;
+      e.present = true;
+      e.data = !SegIsZero(chain_, s);
+      e.zero = !e.data;
+      out->push_back(e);
+      pos += n;
+    }
+    return Status::Ok();
+  }
+
+ private:
+  size_t Find(uint64_t pos) const {
+    auto it = std::upper_bound(segs_.begin(), segs_.end(), pos,
+                               [](uint64_t p, const Segment& s) { return p < s.offset; });
+    return static_cast<size_t>(it - segs_.begin()) - 1;
+  }
+
+  std::vector<const ArchiveReader*> chain_;
+  std::vector<Segment> segs_;
+  std::string name_;
+  std::unique_ptr<ZSTD_DCtx, DCtxDeleter> dctx_;
+  std::vector<uint8_t> raw_;
+  int cached_archive_ = -1;
+  uint32_t cached_frame_ = 0, checked_extent_ = ExtentRecord::kZeroFrame;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Image>> OpenChainImage(const std::vector<const ArchiveReader*>& chain) {
+  STRATA_ASSIGN_OR_RETURN(std::vector<Segment> segs, Resolve(chain));
+  if (segs.empty()) return Status::InvalidArgument("cannot open an empty disk as an image");
+  return std::unique_ptr<Image>(new ChainImage(chain, std::move(segs)));
+}
+
+Result<BackupStats> FoldIntoChild(const std::vector<const ArchiveReader*>& chain,
+                                  const std::string& child_path, const PipelineOptions& opt) {
+  if (chain.size() < 2) return Status::InvalidArgument(child_path + ": a full backup has no parent to fold");
+  STRATA_ASSIGN_OR_RETURN(auto image, OpenChainImage(chain));
+  const ArchiveReader& child = *chain[0];
+  const ArchiveReader& removed = *chain[1];
+  ArchiveHeader h = child.header();
+  h.parent_id = removed.header().parent_id;
+  h.parent_identity = removed.header().parent_identity;
+  h.source = SourceKind::kMerge;
+  STRATA_ASSIGN_OR_RETURN(ExtentSet changes, child.Coverage());
+  if (h.is_full()) {
+    STRATA_RETURN_IF_ERROR(changes.AddBlocks({0, changes.disk_blocks()}));
+  } else {
+    STRATA_ASSIGN_OR_RETURN(ExtentSet more, removed.Coverage());
+    STRATA_RETURN_IF_ERROR(changes.UnionWith(more));
+  }
+  PipelineOptions o = opt;
+  o.chunk_size = child.header().chunk_size;
+  o.level = child.header().level;
+  return RunBackup(*image, changes, h, child_path, o);
+}
+
+}  // namespace strata

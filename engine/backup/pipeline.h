@@ -104,6 +104,21 @@ Status ForEachResolved(const std::vector<const ArchiveReader*>& chain,
 // Reads and checks every frame and extent checksum of one archive.
 Status VerifyArchive(const ArchiveReader& archive);
 
+// The resolved view of a chain (newest first) as a read-only Image: reads
+// decompress and verify the frames that hold the bytes; block status says
+// data or zero. The chain's readers must outlive it. Used by merge to feed
+// the backup pipeline from backups instead of a disk.
+Result<std::unique_ptr<Image>> OpenChainImage(const std::vector<const ArchiveReader*>& chain);
+
+// Offline merges in a directory of archives. Rewrites archive `child`
+// (whose parent is `removed`) so that it holds the union of both and takes
+// `removed`'s parent (none when `removed` is a full backup: the result is
+// full). The rewritten archive keeps `child`'s identity (id, creation time),
+// so backups built on `child` stay restorable; it replaces `child_path`
+// atomically.
+Result<BackupStats> FoldIntoChild(const std::vector<const ArchiveReader*>& child_chain,
+                                  const std::string& child_path, const PipelineOptions& opt);
+
 }  // namespace strata
 
 #endif  // STRATA_ENGINE_BACKUP_PIPELINE_H_
