@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -702,55 +703,149 @@ Result<RestoreStats> RunRestore(const std::vector<const ArchiveReader*>& chain,
     }
   }
   stats.frames_read = tasks.size();
+  // Workers read, decompress and verify frames; this thread writes their
+  // extents through io_uring. At most `max_jobs` decompressed frames are
+  // held at once, so memory stays bounded whatever the disk size.
+  struct Job {
+    size_t task;
+    std::vector<uint8_t> raw;
+    size_t pending = 0;  // writes in flight
+  };
+  const size_t max_jobs = std::max<size_t>(
+      2, std::min<uint64_t>(opt.queue_depth + 2 * WorkerCount(opt),
+                            opt.memory_limit / (2 * uint64_t{chain[0]->header().chunk_size} + 1)));
   std::mutex mu;
-  size_t next = 0;
+  std::condition_variable cv;
+  size_t next = 0, held = 0;
+  std::deque<std::unique_ptr<Job>> ready;
   Status error;
-  uint64_t stored_read = 0, written = 0;
+  bool stop = false;
+  uint64_t stored_read = 0;
   auto worker = [&] {
     std::unique_ptr<ZSTD_DCtx, DCtxDeleter> dctx(ZSTD_createDCtx());
-    std::vector<uint8_t> raw;
     while (true) {
       size_t t;
       {
-        std::lock_guard<std::mutex> l(mu);
-        if (next >= tasks.size() || !error.ok()) return;
+        std::unique_lock<std::mutex> l(mu);
+        cv.wait(l, [&] { return stop || next >= tasks.size() || held < max_jobs; });
+        if (stop || next >= tasks.size()) return;
         t = next++;
+        ++held;
       }
+      auto job = std::make_unique<Job>();
+      job->task = t;
       const Task& task = tasks[t];
       const ArchiveReader& a = *chain[task.archive];
-      Status s = a.ReadFrame(task.frame, &raw, dctx.get());
+      Status s = a.ReadFrame(task.frame, &job->raw, dctx.get());
       uint32_t checked = ExtentRecord::kZeroFrame;
       for (size_t i = task.first; s.ok() && i < task.first + task.count; ++i) {
-        const Segment& seg = data[i];
-        const ExtentRecord& e = a.index().extents[seg.extent];
-        if (checked != seg.extent) {
-          s = a.CheckExtent(e, raw);
-          checked = seg.extent;
-          if (!s.ok()) break;
-        }
-        const uint8_t* p = raw.data() + e.offset_in_frame + (seg.offset - e.guest_offset);
-        size_t done = 0;
-        while (done < seg.length) {
-          ssize_t n = ::pwrite(fd, p + done, seg.length - done, static_cast<off_t>(seg.offset + done));
-          if (n < 0) {
-            if (errno == EINTR) continue;
-            s = Status::FromErrno(errno, output + ": write at " + Hex(seg.offset + done));
-            break;
-          }
-          done += static_cast<size_t>(n);
+        if (checked != data[i].extent) {
+          s = a.CheckExtent(a.index().extents[data[i].extent], job->raw);
+          checked = data[i].extent;
         }
       }
       std::lock_guard<std::mutex> l(mu);
-      if (!s.ok() && error.ok()) error = s;
-      stored_read += a.index().frames[task.frame].compressed_size;
-      for (size_t i = task.first; i < task.first + task.count; ++i) written += data[i].length;
-      if (opt.progress) opt.progress(written, stats.data_bytes);
+      if (!s.ok()) {
+        if (error.ok()) error = s;
+        stop = true;
+      } else {
+        stored_read += a.index().frames[task.frame].compressed_size;
+        ready.push_back(std::move(job));
+      }
+      cv.notify_all();
     }
   };
   std::vector<std::thread> threads;
   unsigned nw = WorkerCount(opt);
   for (unsigned i = 0; i < nw; ++i) threads.emplace_back(worker);
+
+  auto q = UringQueue::Create(fd, std::max(1u, opt.queue_depth));
+  stats.used_uring = q->uses_uring();
+  std::map<uint64_t, std::unique_ptr<Job>> writing;  // by task
+  uint64_t written = 0;
+  size_t finished = 0;
+  std::vector<UringQueue::Completion> done;
+  Status werr;
+  // Reaps completed writes; a short write is finished synchronously.
+  auto reap = [&] {
+    done.clear();
+    werr = q->Reap(&done);
+    for (const auto& c : done) {
+      Job& j = *writing.at(c.tag >> 32);
+      const Task& task = tasks[j.task];
+      const Segment& seg = data[task.first + (c.tag & 0xffffffff)];
+      --j.pending;
+      if (c.result < 0) {
+        werr = Status::FromErrno(static_cast<int>(-c.result), output + ": write at " + Hex(seg.offset));
+        continue;
+      }
+      const ExtentRecord& e = chain[task.archive]->index().extents[seg.extent];
+      const uint8_t* p = j.raw.data() + e.offset_in_frame + (seg.offset - e.guest_offset);
+      for (uint64_t off = static_cast<uint64_t>(c.result); werr.ok() && off < seg.length;) {
+        ssize_t n = ::pwrite(fd, p + off, seg.length - off, static_cast<off_t>(seg.offset + off));
+        if (n <= 0) {
+          werr = Status::FromErrno(n < 0 ? errno : EIO, output + ": write at " + Hex(seg.offset + off));
+        } else {
+          off += static_cast<uint64_t>(n);
+        }
+      }
+    }
+  };
+  while (werr.ok() && finished < tasks.size()) {
+    std::unique_ptr<Job> job;
+    {
+      std::unique_lock<std::mutex> l(mu);
+      // Block for new work only when no write is in flight to reap.
+      if (q->outstanding() == 0) cv.wait(l, [&] { return stop || !ready.empty(); });
+      if (stop) break;
+      if (!ready.empty()) {
+        job = std::move(ready.front());
+        ready.pop_front();
+      }
+    }
+    if (job) {
+      const size_t t = job->task;
+      Job& j = *job;
+      writing[t] = std::move(job);
+      const Task& task = tasks[t];
+      const ArchiveReader& a = *chain[task.archive];
+      for (size_t i = task.first; werr.ok() && i < task.first + task.count; ++i) {
+        while (werr.ok() && q->outstanding() >= q->depth()) reap();
+        if (!werr.ok()) break;
+        const Segment& seg = data[i];
+        const ExtentRecord& e = a.index().extents[seg.extent];
+        uint8_t* p = j.raw.data() + e.offset_in_frame + (seg.offset - e.guest_offset);
+        werr = q->Submit(UringQueue::Op::kWrite, seg.offset, {p, seg.length}, -1,
+                         (uint64_t{t} << 32) | (i - task.first));
+        if (werr.ok()) ++j.pending;
+        written += seg.length;
+      }
+    } else if (q->outstanding() > 0) {
+      reap();
+    }
+    // Release frames whose writes are all done.
+    for (auto it = writing.begin(); it != writing.end();) {
+      if (it->second->pending == 0) {
+        it = writing.erase(it);
+        ++finished;
+        std::lock_guard<std::mutex> l(mu);
+        --held;
+        cv.notify_all();
+      } else {
+        ++it;
+      }
+    }
+    if (opt.progress) opt.progress(written, stats.data_bytes);
+  }
+  {
+    std::lock_guard<std::mutex> l(mu);
+    stop = true;
+    if (!werr.ok() && error.ok()) error = werr;
+  }
+  cv.notify_all();
   for (auto& th : threads) th.join();
+  done.clear();
+  while (q->outstanding() > 0 && q->Reap(&done).ok()) done.clear();  // before buffers go
   if (!error.ok()) return error;
   if (::fsync(fd) != 0 && !is_blk) return Status::FromErrno(errno, output + ": fsync");
   stats.stored_bytes_read = stored_read;
