@@ -26,6 +26,7 @@ Status File::ReadFull(uint64_t offset, std::span<uint8_t> buf) {
 }
 
 Status File::ReadZeroPadded(uint64_t offset, std::span<uint8_t> buf) {
+  if (buf.empty()) return Status::Ok();
   STRATA_ASSIGN_OR_RETURN(size_t got, Read(offset, buf));
   std::memset(buf.data() + got, 0, buf.size() - got);
   return Status::Ok();
@@ -134,7 +135,7 @@ Result<uint64_t> MemFile::Size() {
 
 Result<size_t> MemFile::Read(uint64_t offset, std::span<uint8_t> buf) {
   std::lock_guard<std::mutex> l(mu_);
-  if (offset >= data_.size()) return size_t{0};
+  if (offset >= data_.size() || buf.empty()) return size_t{0};
   size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), data_.size() - offset));
   std::memcpy(buf.data(), data_.data() + offset, n);
   return n;
