@@ -75,6 +75,45 @@ void RadixSort(std::span<const uint64_t> in, uint64_t limit, std::vector<uint64_
 ExtentSet::ExtentSet(uint64_t disk_size, Granularity g)
     : disk_size_(disk_size), granularity_(g), disk_blocks_(g.BlocksFor(disk_size)) {}
 
+ExtentSet::ExtentSet(const ExtentSet& o)
+    : disk_size_(o.disk_size_),
+      granularity_(o.granularity_),
+      disk_blocks_(o.disk_blocks_),
+      shards_(o.shards_) {}
+
+ExtentSet& ExtentSet::operator=(const ExtentSet& o) {
+  if (this != &o) {
+    disk_size_ = o.disk_size_;
+    granularity_ = o.granularity_;
+    disk_blocks_ = o.disk_blocks_;
+    shards_ = o.shards_;
+    cached_ = nullptr;
+  }
+  return *this;
+}
+
+ExtentSet::ExtentSet(ExtentSet&& o) noexcept
+    : disk_size_(o.disk_size_),
+      granularity_(o.granularity_),
+      disk_blocks_(o.disk_blocks_),
+      shards_(std::move(o.shards_)) {
+  o.shards_.clear();
+  o.cached_ = nullptr;
+}
+
+ExtentSet& ExtentSet::operator=(ExtentSet&& o) noexcept {
+  if (this != &o) {
+    disk_size_ = o.disk_size_;
+    granularity_ = o.granularity_;
+    disk_blocks_ = o.disk_blocks_;
+    shards_ = std::move(o.shards_);
+    o.shards_.clear();
+    o.cached_ = nullptr;
+    cached_ = nullptr;
+  }
+  return *this;
+}
+
 Result<ExtentSet> ExtentSet::Create(uint64_t disk_size, uint64_t granularity_bytes) {
   STRATA_ASSIGN_OR_RETURN(Granularity g, Granularity::FromBytes(granularity_bytes));
   return Create(disk_size, g);

@@ -59,6 +59,13 @@ class ExtentSet {
   static Result<ExtentSet> Create(uint64_t disk_size, uint64_t granularity_bytes);
   static Result<ExtentSet> Create(uint64_t disk_size, Granularity granularity);
 
+  // Copies are deep and independent; a moved-from set is empty.
+  ExtentSet(const ExtentSet& other);
+  ExtentSet& operator=(const ExtentSet& other);
+  ExtentSet(ExtentSet&& other) noexcept;
+  ExtentSet& operator=(ExtentSet&& other) noexcept;
+  ~ExtentSet() = default;
+
   uint64_t disk_size() const { return disk_size_; }
   Granularity granularity() const { return granularity_; }
   // Blocks the disk has: ceil(disk_size / granularity).
@@ -169,7 +176,8 @@ class ExtentSet {
   Granularity granularity_;
   uint64_t disk_blocks_;
   std::map<uint32_t, internal::Bitmap32> shards_;
-  // Hot-path cache of the last shard written; reset when shards_ changes.
+  // Hot-path cache of the last shard written; reset when shards_ changes
+  // and never carried over by copy or move (it points into shards_).
   uint32_t cached_key_ = 0;
   roaring_bitmap_s* cached_ = nullptr;
 };

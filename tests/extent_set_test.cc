@@ -339,6 +339,28 @@ TEST(ExtentSet, UnionAllMatchesPairwise) {
 namespace strata {
 namespace {
 
+TEST(ExtentSet, CopiesAndMovesAreIndependent) {
+  // Regression: the hot-path shard cache was copied along, so adding to a
+  // copy wrote into the original's bitmap.
+  ExtentSet a = *ExtentSet::Create(1 << 30, 4096);
+  ASSERT_TRUE(a.Add(0, 4096).ok());  // primes a's cache
+  ExtentSet b = a;
+  ASSERT_TRUE(b.Add(8192, 4096).ok());
+  EXPECT_EQ(a.BlockCount(), 1u);
+  EXPECT_EQ(b.BlockCount(), 2u);
+  ExtentSet c = *ExtentSet::Create(1 << 30, 4096);
+  c = a;
+  ASSERT_TRUE(c.Add(16384, 4096).ok());
+  EXPECT_EQ(a.BlockCount(), 1u);
+  ExtentSet d = std::move(c);
+  ASSERT_TRUE(c.Add(65536, 4096).ok());  // the moved-from set is empty and usable
+  EXPECT_EQ(c.BlockCount(), 1u);
+  EXPECT_EQ(d.BlockCount(), 2u);
+  ASSERT_TRUE(a.Add(32768, 4096).ok());  // a's own cache still works
+  EXPECT_EQ(a.BlockCount(), 2u);
+  EXPECT_EQ(b.BlockCount(), 2u);
+}
+
 TEST(ExtentSet, AddBlockListEqualsSingleAdds) {
   const uint64_t seed = testing::TestSeed();
   SCOPED_TRACE("seed=" + std::to_string(seed));
