@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "formats/file.h"
+#include "formats/qcow2/qcow2_image.h"
 #include "formats/raw/raw_image.h"
 
 namespace strata {
@@ -24,7 +25,8 @@ Result<std::unique_ptr<Image>> OpenImage(const std::string& path, const std::str
     fmt = (got == 4 && std::memcmp(magic, kQcow2Magic, 4) == 0) ? "qcow2" : "raw";
   }
   if (fmt == "qcow2") {
-    return Status::Unsupported(path + ": qcow2 images are not supported yet");
+    STRATA_ASSIGN_OR_RETURN(auto img, OpenQcow2Image(path));
+    return std::unique_ptr<Image>(std::move(img));
   }
   return OpenRawImage(path);
 }

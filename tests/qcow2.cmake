@@ -1,0 +1,19 @@
+# qcow2 reader (issue 4): golden tests against QEMU, corruption tests, and the
+# replay of the fuzz corpus.
+# Golden comparisons with QEMU: "system" (release suite only; ~25 s there,
+# ~150 s under ASan, so the sanitizer suite runs them only on request).
+strata_test(qcow2_test SOURCES qcow2_test.cc LINKS strata_image_open strata_qcow2 strata_extents
+  LABEL system)
+add_dependencies(qcow2_test extent-dump)
+# One rule per test case, but one ctest entry: the suite's images are made
+# once per process (SetUpTestSuite), and per-case processes would redo it 66×.
+add_executable(qcow2_corrupt_test qcow2_corrupt_test.cc)
+target_compile_options(qcow2_corrupt_test PRIVATE ${STRATA_WARNINGS})
+target_link_libraries(qcow2_corrupt_test PRIVATE strata_qcow2 strata_image_open strata_extents
+  strata_test_util GTest::gtest GTest::gtest_main Threads::Threads)
+add_test(NAME qcow2_corrupt_test COMMAND qcow2_corrupt_test)
+set_tests_properties(qcow2_corrupt_test PROPERTIES LABELS unit)
+strata_test(qcow2_codec_test SOURCES qcow2_codec_test.cc LINKS strata_qcow2 strata_extents)
+# The fuzz target's body and (with clang) the libFuzzer binary.
+add_subdirectory(${PROJECT_SOURCE_DIR}/fuzz ${PROJECT_BINARY_DIR}/fuzz)
+strata_test(qcow2_fuzz_replay_test SOURCES qcow2_fuzz_replay_test.cc LINKS strata_qcow2_fuzz_one)
