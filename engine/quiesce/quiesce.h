@@ -1,0 +1,224 @@
+// Consistent checkpoints: handle-based, counted, deadline-bounded
+// filesystem freeze/thaw (issue 6). Public API of strata_quiesce.
+//
+// A Coordinator owns one Backend (FIFREEZE ioctls, the QEMU guest agent, or a
+// fake for tests). Freeze(request) resolves the request's targets (block
+// devices, partitions, dm/LVM volumes, mount points) to mounted filesystems,
+// runs the request's hook scripts with "freeze", freezes every filesystem
+// whose count goes from 0 to 1, and returns a handle. Thaw(handle) undoes
+// exactly what that handle did: counts go down, filesystems whose count
+// reaches 0 are thawed, then the hooks run with "thaw" in reverse order.
+// Every handle has a deadline; a watchdog thread thaws expired handles so a
+// crashed or stuck controller never leaves a filesystem frozen, and the
+// handle then reports `expired`, i.e. the work done under it is NOT quiesced.
+//
+// See docs/design/quiesce.md for the design, the CLI and crash recovery.
+//
+// Thread safety: all Coordinator methods may be called from any thread; they
+// serialise on one internal mutex (backend calls are made under it).
+#ifndef STRATA_ENGINE_QUIESCE_QUIESCE_H_
+#define STRATA_ENGINE_QUIESCE_QUIESCE_H_
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/quiesce/resolve.h"
+#include "extents/status.h"
+
+namespace strata::quiesce {
+
+using Clock = std::chrono::steady_clock;
+using HandleId = uint64_t;
+
+inline constexpr std::chrono::milliseconds kDefaultDeadline{10000};
+
+// Freezes and thaws sets of filesystems. Implementations need not be thread
+// safe: the Coordinator calls them under its mutex.
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string Name() const = 0;
+  // Freezes every filesystem of `fss` (none of them is frozen by this
+  // coordinator yet). On error nothing of `fss` may stay frozen: the backend
+  // rolls back what it froze before returning. Errors: kUnsupported (the
+  // filesystem cannot be frozen, EOPNOTSUPP), kBusy (frozen by someone else),
+  // kIoError.
+  virtual Status Freeze(const std::vector<Filesystem>& fss) = 0;
+  // Thaws every filesystem of `fss`; tries all of them and returns the first
+  // error.
+  virtual Status Thaw(const std::vector<Filesystem>& fss) = 0;
+};
+
+// FIFREEZE/FITHAW ioctls on the mount point. EBUSY on freeze (frozen by
+// someone else) is kBusy, EOPNOTSUPP is kUnsupported; EINVAL on thaw (not
+// frozen) is reported as kInvalidArgument.
+std::unique_ptr<Backend> MakeFifreezeBackend();
+
+// Records every call and keeps a per-mount "frozen" flag; for tests and
+// --backend fake. Freeze fails (without freezing anything) for mount points
+// listed in fail_freeze, and when a filesystem is already frozen (kBusy, like
+// FIFREEZE's EBUSY).
+class FakeBackend : public Backend {
+ public:
+  struct State {
+    std::vector<std::string> log;  // "freeze /a /b", "thaw /b"
+    std::map<std::string, bool> frozen;
+    std::vector<std::string> fail_freeze;
+  };
+  explicit FakeBackend(std::shared_ptr<State> state) : state_(std::move(state)) {}
+  std::string Name() const override { return "fake"; }
+  Status Freeze(const std::vector<Filesystem>& fss) override;
+  Status Thaw(const std::vector<Filesystem>& fss) override;
+
+ private:
+  std::shared_ptr<State> state_;
+};
+
+struct FreezeRequest {
+  // Block devices (/dev/loop0, loop0, /dev/mapper/vg-lv), partitions, or
+  // paths (a mount point or any path on the filesystem).
+  std::vector<std::string> targets;
+  std::chrono::milliseconds deadline = kDefaultDeadline;
+  // Directory of hook executables (QEMU fsfreeze-hook.d convention); empty
+  // for none.
+  std::string hook_dir;
+  std::chrono::milliseconds hook_timeout{30000};
+  // Allow the root filesystem and filesystems holding protected paths.
+  bool force = false;
+  // Like Options::confine_to, for this request only (empty: none).
+  std::string confine_to;
+};
+
+struct HandleStatus {
+  HandleId id = 0;
+  std::vector<std::string> mount_points;  // what the request resolved to
+  Clock::time_point frozen_at;
+  Clock::time_point deadline;
+  bool expired = false;  // the watchdog thawed it: not quiesced
+};
+
+struct ThawReport {
+  HandleId id = 0;
+  bool expired = false;                   // window expired before this thaw
+  std::chrono::nanoseconds frozen_for{};  // freeze to thaw (or to expiry)
+  std::vector<std::string> thawed;        // mount points whose count hit 0 now
+};
+
+class Coordinator {
+ public:
+  struct Options {
+    // The filesystems holding these paths (tracker state, repository) and
+    // the root filesystem are refused unless FreezeRequest::force.
+    std::vector<std::string> protected_paths;
+    // When non-empty, every filesystem to freeze must be mounted at or below
+    // this directory, force or not (tests confine themselves to a TempDir).
+    std::string confine_to;
+    // Sources for target resolution; defaults read the live system.
+    std::string mountinfo_path = "/proc/self/mountinfo";
+    std::string sysfs_root = "/sys";
+  };
+
+  Coordinator(std::unique_ptr<Backend> backend, Options options);
+  // Thaws everything still frozen and stops the watchdog.
+  ~Coordinator();
+  Coordinator(const Coordinator&) = delete;
+  Coordinator& operator=(const Coordinator&) = delete;
+
+  const std::string& backend_name() const { return backend_name_; }
+
+  // Resolves the targets without freezing (what --dry-run prints).
+  Result<Resolution> Resolve(const std::vector<std::string>& targets) const;
+
+  // Freezes the request's filesystems (counted) and returns a new handle.
+  // Errors: kInvalidArgument (no targets, protected or outside
+  // confine_to, deadline not in (0, 24 h]), kNotFound (a target that does
+  // not resolve), backend and hook errors. On error
+  // nothing changes: hooks that ran "freeze" get "thaw" again.
+  Result<HandleId> Freeze(const FreezeRequest& request);
+
+  // Thaws what `id` froze. kNotFound for an unknown or already-thawed handle
+  // (and nothing changes). An expired handle thaws nothing more and reports
+  // expired = true. A backend thaw error is returned after the handle is
+  // released (its counts are dropped either way).
+  Result<ThawReport> Thaw(HandleId id);
+
+  // Thaws every handle; returns the reports of the handles thawed.
+  std::vector<ThawReport> ThawAll();
+
+  // Live handles (including expired ones not yet collected by Thaw).
+  std::vector<HandleStatus> Handles() const;
+  // Mount point -> freeze count, only entries with count > 0.
+  std::map<std::string, int> Counts() const;
+  // Whether `id` is live and its window has not expired.
+  bool Quiesced(HandleId id) const;
+
+ private:
+  struct Handle {
+    HandleStatus status;
+    std::vector<Filesystem> filesystems;
+    std::vector<std::string> hooks;  // ran "freeze", to run "thaw" in reverse
+    std::chrono::milliseconds hook_timeout{0};
+    Clock::time_point thawed_at;
+  };
+  // Drops the handle's counts and thaws what reaches zero; runs its thaw
+  // hooks. Caller holds mu_.
+  Status ReleaseLocked(Handle& h, std::vector<std::string>* thawed);
+  void WatchdogLoop();
+
+  std::unique_ptr<Backend> backend_;
+  std::string backend_name_;
+  Options options_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  HandleId next_id_ = 1;
+  std::map<HandleId, Handle> handles_;
+  std::map<std::string, int> counts_;  // by Filesystem::Key()
+  std::map<std::string, Filesystem> by_key_;
+  std::thread watchdog_;
+};
+
+// Installs SIGINT/SIGTERM handlers that thaw everything `coordinator` holds,
+// then re-raise the signal with the default action. One coordinator at a
+// time; pass nullptr to uninstall (restores the default action). The
+// handler itself only write()s to a pipe (async-signal-safe); a helper thread
+// started on first use does the thawing. The coordinator must outlive its
+// installation: uninstall before destroying it.
+Status InstallSignalThaw(Coordinator* coordinator);
+
+// RunQuiesced: one consistent-checkpoint window.
+struct QuiesceRequest {
+  std::vector<std::string> targets;
+  std::string hook_dir;
+  std::chrono::milliseconds deadline = kDefaultDeadline;
+  // Run with /bin/sh -c inside the window after `inside` (e.g. a storage
+  // snapshot); non-zero exit fails the whole call. Empty: none.
+  std::string exec_command;
+  bool force = false;
+  std::string confine_to;  // see FreezeRequest::confine_to
+};
+
+struct QuiescedResult {
+  bool quiesced = false;  // frozen for all of inside()+exec, no expiry
+  std::chrono::nanoseconds frozen_for{};
+  std::vector<std::string> mount_points;
+  int exec_exit_code = 0;
+};
+
+// hooks freeze -> fs freeze -> inside() -> exec_command -> fs thaw -> hooks
+// thaw. Returns inside()'s or the exec's error after thawing; an expired
+// deadline is not an error: quiesced is false.
+Result<QuiescedResult> RunQuiesced(Coordinator& coordinator, const QuiesceRequest& request,
+                                   const std::function<Status()>& inside);
+
+}  // namespace strata::quiesce
+
+#endif  // STRATA_ENGINE_QUIESCE_QUIESCE_H_

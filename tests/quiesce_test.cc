@@ -1,0 +1,535 @@
+// Unit tests for the quiesce coordinator with the fake backend: the exact
+// handle/counting sequences of issue 6, deadlines, safety refusals, hooks,
+// target resolution over a fake sysfs tree, and a random model check.
+#include "engine/quiesce/quiesce.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "engine/quiesce/hooks.h"
+#include "engine/quiesce/resolve.h"
+#include "tests/test_util.h"
+
+namespace strata::quiesce {
+namespace {
+
+namespace fs = std::filesystem;
+using strata::testing::TempDir;
+using namespace std::chrono_literals;
+
+void WriteText(const std::string& path, const std::string& text) {
+  std::ofstream f(path, std::ios::trunc);
+  f << text;
+}
+
+std::string ReadText(const std::string& path) {
+  std::ifstream f(path);
+  return std::string((std::istreambuf_iterator<char>(f)), {});
+}
+
+// A fake system: mountinfo + sysfs tree. Disks (maj 250):
+//   vda(250:0) -> fs /fake/a;  vdb(250:16) -> fs /fake/b
+//   vdc(250:32) with partitions vdc1(250:33) -> /fake/c, vdc2(250:34)
+//   dm-0(251:0) over vdc2 and vdd(250:48) -> /fake/d (also bind at /fake/d2)
+//   rootdisk = the real root filesystem's device -> "/"
+class FakeSystem {
+ public:
+  FakeSystem() {
+    sys_ = dir_.File("sys");
+    struct stat st;
+    EXPECT_EQ(::stat("/", &st), 0);
+    root_major_ = major(st.st_dev);
+    root_minor_ = minor(st.st_dev);
+    Disk("vda", 250, 0);
+    Disk("vdb", 250, 16);
+    Disk("vdc", 250, 32);
+    Partition("vdc", "vdc1", 250, 33);
+    Partition("vdc", "vdc2", 250, 34);
+    Disk("vdd", 250, 48);
+    Disk("dm-0", 251, 0);
+    Stack("dm-0", "vdc2");
+    Stack("dm-0", "vdd");
+    Disk("rootdisk", root_major_, root_minor_);
+    std::string root_dev = std::to_string(root_major_) + ":" + std::to_string(root_minor_);
+    WriteText(mountinfo(), "20 1 " + root_dev +
+                               " / / rw,relatime shared:1 - ext4 /dev/root rw\n"
+                               "30 20 250:0 / /fake/a rw,relatime shared:2 - ext4 /dev/vda rw\n"
+                               "31 20 250:16 / /fake/b rw,relatime - xfs /dev/vdb rw\n"
+                               "32 20 250:33 / /fake/c rw - ext4 /dev/vdc1 rw\n"
+                               "33 20 251:0 / /fake/d rw - xfs /dev/mapper/vg-lv rw\n"
+                               "34 20 251:0 /sub /fake/d2 rw - xfs /dev/mapper/vg-lv rw\n"
+                               "35 20 0:40 / /fake/tmp rw - tmpfs tmpfs rw\n");
+  }
+  std::string mountinfo() const { return dir_.File("mountinfo"); }
+  const std::string& sys() const { return sys_; }
+  const TempDir& dir() const { return dir_; }
+
+  Coordinator::Options Options(const std::string& confine = "/fake") const {
+    Coordinator::Options o;
+    o.mountinfo_path = mountinfo();
+    o.sysfs_root = sys_;
+    o.confine_to = confine;
+    return o;
+  }
+
+ private:
+  void Disk(const std::string& name, unsigned ma, unsigned mi) {
+    std::string d = sys_ + "/class/block/" + name;
+    fs::create_directories(d + "/holders");
+    fs::create_directories(d + "/slaves");
+    WriteText(d + "/dev", std::to_string(ma) + ":" + std::to_string(mi) + "\n");
+    fs::create_directories(sys_ + "/dev/block");
+    fs::create_symlink("../../class/block/" + name,
+                       sys_ + "/dev/block/" + std::to_string(ma) + ":" + std::to_string(mi));
+  }
+  void Partition(const std::string& disk, const std::string& name, unsigned ma, unsigned mi) {
+    std::string d = sys_ + "/class/block/" + disk + "/" + name;
+    fs::create_directories(d + "/holders");
+    WriteText(d + "/dev", std::to_string(ma) + ":" + std::to_string(mi) + "\n");
+    WriteText(d + "/partition", "1\n");
+    fs::create_symlink(disk + "/" + name, sys_ + "/class/block/" + name);
+    fs::create_symlink("../../class/block/" + name,
+                       sys_ + "/dev/block/" + std::to_string(ma) + ":" + std::to_string(mi));
+  }
+  void Stack(const std::string& upper, const std::string& lower) {
+    WriteText(sys_ + "/class/block/" + lower + "/holders/" + upper, "");
+    WriteText(sys_ + "/class/block/" + upper + "/slaves/" + lower, "");
+  }
+
+  TempDir dir_;
+  std::string sys_;
+  unsigned root_major_ = 0, root_minor_ = 0;
+};
+
+struct Fixture {
+  FakeSystem sys;
+  std::shared_ptr<FakeBackend::State> state = std::make_shared<FakeBackend::State>();
+  std::unique_ptr<Coordinator> c;
+  explicit Fixture(const std::string& confine) {
+    c = std::make_unique<Coordinator>(std::make_unique<FakeBackend>(state), sys.Options(confine));
+  }
+  HandleId Freeze(std::vector<std::string> targets, std::chrono::milliseconds deadline = 10s) {
+    FreezeRequest r;
+    r.targets = std::move(targets);
+    r.deadline = deadline;
+    auto h = c->Freeze(r);
+    EXPECT_TRUE(h.has_value()) << h.status().ToString();
+    return h.has_value() ? *h : 0;
+  }
+};
+
+std::unique_ptr<Fixture> MakeFixture(const std::string& confine = "/fake") {
+  return std::make_unique<Fixture>(confine);
+}
+
+using Log = std::vector<std::string>;
+using Counts = std::map<std::string, int>;
+
+TEST(QuiesceCoordinator, InterleavedThenNestedHandlesExactSequence) {
+  auto f = MakeFixture();
+  // Interleaved: freeze A -> 1, freeze B -> 2, thaw 1, thaw 2.
+  EXPECT_EQ(f->Freeze({"vda"}), 1u);
+  EXPECT_EQ(f->Freeze({"vdb"}), 2u);
+  ASSERT_TRUE(f->c->Thaw(1).has_value());
+  EXPECT_EQ(f->c->Counts(), (Counts{{"/fake/b", 1}}));
+  ASSERT_TRUE(f->c->Thaw(2).has_value());
+  // Nested: freeze A -> 3, freeze B -> 4, thaw 4, thaw 3.
+  EXPECT_EQ(f->Freeze({"vda"}), 3u);
+  EXPECT_EQ(f->Freeze({"vdb"}), 4u);
+  auto r4 = f->c->Thaw(4);
+  ASSERT_TRUE(r4.has_value());
+  EXPECT_EQ(r4->thawed, (std::vector<std::string>{"/fake/b"}));
+  auto r3 = f->c->Thaw(3);
+  ASSERT_TRUE(r3.has_value());
+  EXPECT_EQ(r3->thawed, (std::vector<std::string>{"/fake/a"}));
+  EXPECT_FALSE(r3->expired);
+  EXPECT_EQ(f->state->log,
+            (Log{"freeze /fake/a", "freeze /fake/b", "thaw /fake/a", "thaw /fake/b",
+                 "freeze /fake/a", "freeze /fake/b", "thaw /fake/b", "thaw /fake/a"}));
+  EXPECT_TRUE(f->c->Counts().empty());
+}
+
+TEST(QuiesceCoordinator, CountingSequenceFromIssue) {
+  auto f = MakeFixture();
+  // freeze A,B -> 1 [A:1 B:1]
+  EXPECT_EQ(f->Freeze({"vda", "vdb"}), 1u);
+  EXPECT_EQ(f->c->Counts(), (Counts{{"/fake/a", 1}, {"/fake/b", 1}}));
+  // freeze A -> 2 [A:2 B:1]: already frozen, not an error, no backend call
+  EXPECT_EQ(f->Freeze({"vda"}), 2u);
+  EXPECT_EQ(f->c->Counts(), (Counts{{"/fake/a", 2}, {"/fake/b", 1}}));
+  // thaw 1 -> thaws B [A:1 B:0]
+  auto r1 = f->c->Thaw(1);
+  ASSERT_TRUE(r1.has_value());
+  EXPECT_EQ(r1->thawed, (std::vector<std::string>{"/fake/b"}));
+  EXPECT_EQ(f->c->Counts(), (Counts{{"/fake/a", 1}}));
+  // thaw 2 -> thaws A
+  auto r2 = f->c->Thaw(2);
+  ASSERT_TRUE(r2.has_value());
+  EXPECT_EQ(r2->thawed, (std::vector<std::string>{"/fake/a"}));
+  // Freeze order is reverse mount order, thaw order mount order.
+  EXPECT_EQ(f->state->log, (Log{"freeze /fake/b /fake/a", "thaw /fake/b", "thaw /fake/a"}));
+  EXPECT_TRUE(f->c->Counts().empty());
+}
+
+TEST(QuiesceCoordinator, ThawUnknownOrThawedHandleIsErrorAndChangesNothing) {
+  auto f = MakeFixture();
+  HandleId h = f->Freeze({"vda"});
+  auto bad = f->c->Thaw(h + 41);
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().code(), StatusCode::kNotFound);
+  EXPECT_NE(bad.error().message().find("unknown or already thawed"), std::string::npos);
+  EXPECT_EQ(f->c->Counts(), (Counts{{"/fake/a", 1}}));
+  ASSERT_TRUE(f->c->Thaw(h).has_value());
+  auto again = f->c->Thaw(h);
+  ASSERT_FALSE(again.has_value());
+  EXPECT_EQ(again.error().code(), StatusCode::kNotFound);
+  EXPECT_EQ(f->state->log, (Log{"freeze /fake/a", "thaw /fake/a"}));
+}
+
+TEST(QuiesceCoordinator, BadRequestsAreRejectedWithoutBackendCalls) {
+  auto f = MakeFixture();
+  FreezeRequest r;
+  auto h = f->c->Freeze(r);
+  ASSERT_FALSE(h.has_value());
+  EXPECT_EQ(h.error().message(), "no quiesce targets given");
+  r.targets = {"vda"};
+  r.deadline = 0ms;
+  h = f->c->Freeze(r);
+  ASSERT_FALSE(h.has_value());
+  EXPECT_EQ(h.error().code(), StatusCode::kInvalidArgument);
+  r.deadline = std::chrono::hours(25);
+  EXPECT_FALSE(f->c->Freeze(r).has_value());
+  r.deadline = 1s;
+  r.targets = {"vda", "no-such-disk-xyz"};
+  h = f->c->Freeze(r);
+  ASSERT_FALSE(h.has_value());
+  EXPECT_EQ(h.error().code(), StatusCode::kNotFound);
+  r.targets = {"vda"};
+  r.hook_dir = "/nonexistent-hook-dir-xyz";
+  h = f->c->Freeze(r);
+  ASSERT_FALSE(h.has_value());
+  EXPECT_EQ(h.error().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(f->state->log.empty());
+  EXPECT_TRUE(f->c->Handles().empty());
+}
+
+TEST(QuiesceCoordinator, DeadlineExpiresThawsAndReportsNotQuiesced) {
+  auto f = MakeFixture();
+  HandleId longer = f->Freeze({"vda"}, 20s);
+  HandleId shorter = f->Freeze({"vda", "vdb"}, 100ms);
+  EXPECT_TRUE(f->c->Quiesced(shorter));
+  auto until = std::chrono::steady_clock::now() + 5s;
+  while (f->c->Quiesced(shorter) && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_FALSE(f->c->Quiesced(shorter));
+  // B was only held by the expired handle; A is still held by `longer`.
+  EXPECT_EQ(f->c->Counts(), (Counts{{"/fake/a", 1}}));
+  EXPECT_EQ(f->state->log, (Log{"freeze /fake/a", "freeze /fake/b", "thaw /fake/b"}));
+  auto r = f->c->Thaw(shorter);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_TRUE(r->expired);
+  EXPECT_TRUE(r->thawed.empty());
+  EXPECT_GE(r->frozen_for, 100ms);
+  EXPECT_LT(r->frozen_for, 4s);
+  auto l = f->c->Thaw(longer);
+  ASSERT_TRUE(l.has_value());
+  EXPECT_FALSE(l->expired);
+  EXPECT_EQ(f->state->log.back(), "thaw /fake/a");
+}
+
+TEST(QuiesceCoordinator, DestructorThawsEverything) {
+  auto f = MakeFixture();
+  f->Freeze({"vda"});
+  f->Freeze({"vdb", "vda"});
+  f->c.reset();
+  EXPECT_FALSE(f->state->frozen["/fake/a"]);
+  EXPECT_FALSE(f->state->frozen["/fake/b"]);
+}
+
+TEST(QuiesceCoordinator, RefusesRootAndProtectedUnlessForcedAndAlwaysConfinement) {
+  FakeSystem sys;
+  auto state = std::make_shared<FakeBackend::State>();
+  auto opts = sys.Options("");
+  opts.protected_paths = {sys.dir().File("tracker-state/not-yet-created")};
+  Coordinator c(std::make_unique<FakeBackend>(state), opts);
+  FreezeRequest r;
+  r.targets = {"rootdisk"};
+  auto h = c.Freeze(r);
+  ASSERT_FALSE(h.has_value());
+  EXPECT_EQ(h.error().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(h.error().message().find("protected path"), std::string::npos) << h.error().message();
+  r.targets = {"vda", "/"};
+  h = c.Freeze(r);
+  ASSERT_FALSE(h.has_value());
+  EXPECT_TRUE(state->log.empty());
+  r.force = true;
+  h = c.Freeze(r);
+  ASSERT_TRUE(h.has_value()) << h.error().ToString();
+  EXPECT_EQ(state->log, (Log{"freeze /fake/a /"}));
+  ASSERT_TRUE(c.Thaw(*h).has_value());
+
+  // Root alone (no protected paths) names the root filesystem.
+  Coordinator c2(std::make_unique<FakeBackend>(state), sys.Options(""));
+  r.force = false;
+  r.targets = {"rootdisk"};
+  h = c2.Freeze(r);
+  ASSERT_FALSE(h.has_value());
+  EXPECT_NE(h.error().message().find("root filesystem"), std::string::npos);
+
+  // Confinement holds even with force.
+  Coordinator c3(std::make_unique<FakeBackend>(state), sys.Options("/fake/a"));
+  r.force = true;
+  r.targets = {"vda", "vdb"};
+  h = c3.Freeze(r);
+  ASSERT_FALSE(h.has_value());
+  EXPECT_NE(h.error().message().find("outside /fake/a"), std::string::npos);
+  EXPECT_EQ(state->log.size(), 2u);  // nothing new
+}
+
+TEST(QuiesceCoordinator, BackendFailureChangesNothing) {
+  auto f = MakeFixture();
+  f->state->fail_freeze = {"/fake/b"};
+  HandleId a = f->Freeze({"vda"});
+  FreezeRequest r;
+  r.targets = {"vda", "vdb"};
+  auto h = f->c->Freeze(r);
+  ASSERT_FALSE(h.has_value());
+  EXPECT_EQ(f->c->Counts(), (Counts{{"/fake/a", 1}}));
+  EXPECT_EQ(f->c->Handles().size(), 1u);
+  ASSERT_TRUE(f->c->Thaw(a).has_value());
+  EXPECT_EQ(f->state->log, (Log{"freeze /fake/a", "freeze-failed /fake/b", "thaw /fake/a"}));
+}
+
+TEST(QuiesceResolve, DisksPartitionsHoldersAndBindMounts) {
+  FakeSystem sys;
+  auto res = ResolveTargets({"vdc"}, sys.mountinfo(), sys.sys());
+  ASSERT_TRUE(res.has_value()) << res.error().ToString();
+  ASSERT_EQ(res->filesystems.size(), 2u);
+  EXPECT_EQ(res->filesystems[0].mount_point, "/fake/c");
+  EXPECT_EQ(res->filesystems[1].mount_point, "/fake/d");  // bind /fake/d2 is the same fs
+  EXPECT_EQ(res->filesystems[1].disks, (std::vector<std::string>{"vdc2", "vdd"}));
+  // A filesystem spread over two disks is selected by either disk.
+  res = ResolveTargets({"vdd"}, sys.mountinfo(), sys.sys());
+  ASSERT_TRUE(res.has_value());
+  ASSERT_EQ(res->filesystems.size(), 1u);
+  EXPECT_EQ(res->filesystems[0].mount_point, "/fake/d");
+  res = ResolveTargets({"dm-0", "vdc1", "vda"}, sys.mountinfo(), sys.sys());
+  ASSERT_TRUE(res.has_value());
+  ASSERT_EQ(res->filesystems.size(), 3u);  // mountinfo order
+  EXPECT_EQ(res->filesystems[0].mount_point, "/fake/a");
+  EXPECT_EQ(res->filesystems[1].mount_point, "/fake/c");
+  EXPECT_EQ(res->filesystems[2].mount_point, "/fake/d");
+  std::string text = res->ToString();
+  EXPECT_NE(text.find("would freeze /fake/d [xfs /dev/mapper/vg-lv 251:0 on vdc2 vdd]"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("vdc1 (block device vdc1) -> /fake/c"), std::string::npos) << text;
+
+  auto none = ResolveTargets({"no-such-disk-xyz"}, sys.mountinfo(), sys.sys());
+  ASSERT_FALSE(none.has_value());
+  EXPECT_EQ(none.error().code(), StatusCode::kNotFound);
+  // vdb exists but a disk with nothing mounted is an error too.
+  fs::create_directories(sys.sys() + "/class/block/vde");
+  WriteText(sys.sys() + "/class/block/vde/dev", "250:64\n");
+  auto unmounted = ResolveTargets({"vde"}, sys.mountinfo(), sys.sys());
+  ASSERT_FALSE(unmounted.has_value());
+  EXPECT_NE(unmounted.error().message().find("no mounted filesystem"), std::string::npos);
+}
+
+TEST(QuiesceResolve, ParseMountInfoEscapesOptionalFieldsAndErrors) {
+  auto m = ParseMountInfo(
+      "36 35 98:0 /mnt1 /mnt/with\\040space rw,noatime master:1 shared:2 - ext3 /dev/root "
+      "rw,errors=continue\n\n"
+      "37 35 0:5 / /proc rw - proc proc rw\n",
+      "mi");
+  ASSERT_TRUE(m.has_value()) << m.error().ToString();
+  ASSERT_EQ(m->size(), 2u);
+  EXPECT_EQ((*m)[0].mount_point, "/mnt/with space");
+  EXPECT_EQ((*m)[0].root, "/mnt1");
+  EXPECT_EQ((*m)[0].major, 98u);
+  EXPECT_EQ((*m)[0].fs_type, "ext3");
+  EXPECT_EQ((*m)[0].source, "/dev/root");
+  EXPECT_EQ((*m)[1].fs_type, "proc");
+  auto bad = ParseMountInfo("1 2 3:4 / /a rw\n1 2 3:4 / /b rw - ext4 /dev/x rw\n", "mi");
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().message(), "mi: line 1: missing ' - ' separator");
+  bad = ParseMountInfo("1 2 3:4 / /b rw - ext4 /dev/x\n9 2 3x4 / /b rw - ext4 /dev/x rw\n", "mi");
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().message(), "mi: line 2: bad major:minor '3x4'");
+  // Real system mountinfo parses.
+  std::ifstream real("/proc/self/mountinfo");
+  std::string text((std::istreambuf_iterator<char>(real)), {});
+  EXPECT_TRUE(ParseMountInfo(text, "/proc/self/mountinfo").has_value());
+  // Mutated mountinfo text never crashes; it parses or fails with a line.
+  uint64_t seed = strata::testing::TestSeed();
+  SCOPED_TRACE("STRATA_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  for (int i = 0; i < 5000 && !text.empty(); ++i) {
+    std::string m = text.substr(0, std::min<size_t>(text.size(), 600));
+    for (int k = 0; k < 3; ++k) m[rng() % m.size()] = static_cast<char>(rng() % 128);
+    auto r = ParseMountInfo(m, "fuzz");
+    if (!r.has_value()) {
+      EXPECT_EQ(r.error().message().rfind("fuzz: line ", 0), 0u) << r.error().message();
+    }
+  }
+  EXPECT_TRUE(PathWithin("/a/b", "/a"));
+  EXPECT_TRUE(PathWithin("/a", "/a/"));
+  EXPECT_FALSE(PathWithin("/ab", "/a"));
+  EXPECT_FALSE(PathWithin("/", "/a"));
+}
+
+// Writes a hook that appends "<name> <arg>" to `log` and exits with `code`
+// for the argument `fail_on` (or 0).
+void WriteHook(const std::string& path, const std::string& log, const std::string& fail_on = "",
+               int code = 0) {
+  std::string name = fs::path(path).filename().string();
+  WriteText(path, "#!/bin/sh\necho \"" + name + " $1\" >> '" + log + "'\n" +
+                      (fail_on.empty() ? ""
+                                       : "[ \"$1\" = " + fail_on + " ] && exit " +
+                                             std::to_string(code) + "\n") +
+                      "exit 0\n");
+  ::chmod(path.c_str(), 0755);
+}
+
+TEST(QuiesceHooks, OrderRollbackAndQemuIgnoreRules) {
+  auto f = MakeFixture();
+  TempDir t;
+  std::string hooks = t.File("hooks"), log = t.File("log");
+  fs::create_directories(hooks);
+  WriteHook(hooks + "/10-db", log);
+  WriteHook(hooks + "/20-app", log);
+  WriteHook(hooks + "/30-cache", log);
+  WriteHook(hooks + "/15-old.bak", log);  // ignored like QEMU's fsfreeze-hook
+  WriteText(hooks + "/12-notexec", "#!/bin/sh\necho no >> '" + log + "'\n");
+  auto listed = ListHooks(hooks);
+  ASSERT_TRUE(listed.has_value());
+  EXPECT_EQ(listed->size(), 3u);
+
+  FreezeRequest r;
+  r.targets = {"vda"};
+  r.hook_dir = hooks;
+  auto h = f->c->Freeze(r);
+  ASSERT_TRUE(h.has_value()) << h.error().ToString();
+  EXPECT_EQ(ReadText(log), "10-db freeze\n20-app freeze\n30-cache freeze\n");
+  ASSERT_TRUE(f->c->Thaw(*h).has_value());
+  EXPECT_EQ(ReadText(log),
+            "10-db freeze\n20-app freeze\n30-cache freeze\n30-cache thaw\n20-app thaw\n"
+            "10-db thaw\n");
+
+  // A failing freeze hook aborts: earlier hooks are thawed, no fs is frozen.
+  WriteText(log, "");
+  WriteHook(hooks + "/20-app", log, "freeze", 3);
+  h = f->c->Freeze(r);
+  ASSERT_FALSE(h.has_value());
+  EXPECT_NE(h.error().message().find("20-app freeze: exit status 3"), std::string::npos)
+      << h.error().message();
+  EXPECT_EQ(ReadText(log), "10-db freeze\n20-app freeze\n10-db thaw\n");
+  EXPECT_EQ(f->state->log, (Log{"freeze /fake/a", "thaw /fake/a"}));
+  EXPECT_TRUE(f->c->Counts().empty());
+
+  // A hanging hook is killed at its timeout and aborts the same way.
+  WriteText(log, "");
+  WriteText(hooks + "/20-app", "#!/bin/sh\necho \"20-app $1\" >> '" + log +
+                                   "'\n[ \"$1\" = freeze ] && exec sleep 30\nexit 0\n");
+  r.hook_timeout = 200ms;
+  auto t0 = std::chrono::steady_clock::now();
+  h = f->c->Freeze(r);
+  ASSERT_FALSE(h.has_value());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
+  EXPECT_NE(h.error().message().find("timed out"), std::string::npos) << h.error().message();
+  EXPECT_EQ(ReadText(log), "10-db freeze\n20-app freeze\n10-db thaw\n");
+}
+
+TEST(QuiesceRunQuiesced, InsideRunsFrozenExecRunsAndExpiryIsReported) {
+  auto f = MakeFixture();
+  TempDir t;
+  QuiesceRequest q;
+  q.targets = {"vda", "vdb"};
+  q.exec_command = "echo snap > " + t.File("exec-ran");
+  bool was_frozen = false;
+  auto r = RunQuiesced(*f->c, q, [&] {
+    was_frozen = f->state->frozen["/fake/a"] && f->state->frozen["/fake/b"];
+    return Status::Ok();
+  });
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  EXPECT_TRUE(was_frozen);
+  EXPECT_TRUE(r->quiesced);
+  EXPECT_EQ(ReadText(t.File("exec-ran")), "snap\n");
+  EXPECT_EQ(r->mount_points, (std::vector<std::string>{"/fake/a", "/fake/b"}));
+  EXPECT_FALSE(f->state->frozen["/fake/a"]);
+
+  // A window that outlives its deadline: the checkpoint is not quiesced.
+  q.exec_command.clear();
+  q.deadline = 50ms;
+  r = RunQuiesced(*f->c, q, [] {
+    std::this_thread::sleep_for(400ms);
+    return Status::Ok();
+  });
+  ASSERT_TRUE(r.has_value());
+  EXPECT_FALSE(r->quiesced);
+  EXPECT_GE(r->frozen_for, 50ms);
+  EXPECT_LT(r->frozen_for, 400ms);
+
+  // A failing exec or callback fails the call and still thaws.
+  q.deadline = 10s;
+  q.exec_command = "exit 7";
+  r = RunQuiesced(*f->c, q, [] { return Status::Ok(); });
+  ASSERT_FALSE(r.has_value());
+  EXPECT_NE(r.error().message().find("status 7"), std::string::npos);
+  q.exec_command.clear();
+  r = RunQuiesced(*f->c, q, [] { return Status::Corruption("tracker: boom"); });
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), StatusCode::kCorruption);
+  EXPECT_TRUE(f->c->Counts().empty());
+  EXPECT_FALSE(f->state->frozen["/fake/a"]);
+  EXPECT_TRUE(f->c->Handles().empty());
+}
+
+// Random freeze/thaw of subsets against a naive model of per-fs counts.
+TEST(QuiesceCoordinator, RandomSequencesMatchNaiveCountModel) {
+  uint64_t seed = strata::testing::TestSeed();
+  SCOPED_TRACE("STRATA_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  auto f = MakeFixture();
+  const std::vector<std::pair<std::string, std::string>> disks = {
+      {"vda", "/fake/a"}, {"vdb", "/fake/b"}, {"vdc1", "/fake/c"}, {"dm-0", "/fake/d"}};
+  std::map<HandleId, std::vector<std::string>> live;  // model: handle -> mounts
+  for (int step = 0; step < 400; ++step) {
+    if (live.empty() || rng() % 2) {
+      std::vector<std::string> targets, mounts;
+      for (const auto& [d, m] : disks) {
+        if (rng() % 2) {
+          targets.push_back(d);
+          mounts.push_back(m);
+        }
+      }
+      if (targets.empty()) continue;
+      HandleId h = f->Freeze(targets);
+      live[h] = mounts;
+    } else {
+      auto it = live.begin();
+      std::advance(it, static_cast<long>(rng() % live.size()));
+      ASSERT_TRUE(f->c->Thaw(it->first).has_value());
+      live.erase(it);
+    }
+    Counts model;
+    for (const auto& [h, ms] : live) {
+      for (const auto& m : ms) ++model[m];
+    }
+    ASSERT_EQ(f->c->Counts(), model) << "step " << step;
+    for (const auto& [d, m] : disks) {
+      ASSERT_EQ(f->state->frozen[m], model.count(m) > 0) << m << " step " << step;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace strata::quiesce

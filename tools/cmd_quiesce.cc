@@ -1,0 +1,328 @@
+// `strata freeze`, `strata thaw`, `strata status`: the quiesce coordinator
+// from the command line (issue 6). Handles live in a small per-host daemon
+// (engine/quiesce/service.h) so separate invocations share handles, counts
+// and deadlines; `freeze --exec CMD` instead freezes for the duration of CMD
+// in this process. See docs/design/quiesce.md.
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "engine/quiesce/qga.h"
+#include "engine/quiesce/quiesce.h"
+#include "engine/quiesce/resolve.h"
+#include "engine/quiesce/service.h"
+#include "tools/cli_util.h"
+#include "tools/commands.h"
+
+namespace strata::cli {
+namespace {
+
+using namespace strata::quiesce;
+
+constexpr char kFreezeHelp[] = R"(Usage: strata freeze [OPTIONS] TARGET...
+
+Freezes the filesystems that TARGETs resolve to and prints a handle; thaw it
+with 'strata thaw HANDLE' before the deadline, or the watchdog thaws it and
+the handle reports that the window expired (not quiesced).
+A TARGET is a block device (/dev/sdb, sdb, a partition, /dev/mapper/vg-lv,
+dm-0) or a path (a mount point or any path on a filesystem). A disk selects
+every mounted filesystem on it, its partitions and devices stacked on them.
+
+Options:
+  --deadline SECONDS   thaw automatically after this long (default 10)
+  --exec CMD           freeze, run CMD with /bin/sh -c, thaw, report; no
+                       handle is left behind (exit status 1 if CMD fails)
+  --hooks DIR          run DIR's executables with 'freeze' before and 'thaw'
+                       after (QEMU fsfreeze-hook.d convention)
+  --hook-timeout SECONDS  per hook run (default 30)
+  --dry-run            print what the targets resolve to; freeze nothing
+  --protect PATH       refuse to freeze the filesystem holding PATH
+                       (repeatable; the root filesystem is always refused)
+  --force              allow the root and protected filesystems
+  --confine DIR        refuse any filesystem not mounted at or below DIR
+  --qga SOCKET         freeze through a QEMU guest agent socket instead of
+                       FIFREEZE (mount points as the agent sees them)
+  --state-dir DIR      daemon state (default $STRATA_QUIESCE_DIR or
+                       /run/strata/quiesce)
+  --json               machine-readable output
+)";
+
+constexpr char kThawHelp[] = R"(Usage: strata thaw [--state-dir DIR] [--json] (HANDLE | --all)
+
+Thaws what HANDLE froze (filesystems whose freeze count drops to zero).
+Reports whether the window had expired. An unknown or already-thawed handle
+is an error (exit 1) and changes nothing.
+--all thaws every handle, and after a crash of the daemon (SIGKILL) thaws
+every filesystem its state file still lists as frozen.
+)";
+
+constexpr char kStatusHelp[] = R"(Usage: strata status [--state-dir DIR] [--json]
+
+Shows the quiesce daemon's handles (mount points, frozen time, time left,
+expired) and per-filesystem freeze counts, or filesystems left frozen by a
+daemon that was killed (recover with 'strata thaw --all').
+)";
+
+std::string JsonList(const std::vector<std::string>& v) {
+  std::string out = "[";
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + JsonString(v[i]);
+  return out + "]";
+}
+
+std::string Joined(const std::vector<std::string>& v) {
+  std::string out;
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? " " : "") + v[i];
+  return out.empty() ? "(nothing)" : out;
+}
+
+Result<std::chrono::milliseconds> ParseSeconds(const std::string& flag, const std::string& text) {
+  char* end = nullptr;
+  double v = std::strtod(text.c_str(), &end);
+  if (text.empty() || *end != '\0' || !std::isfinite(v) || v <= 0 || v > 86400) {
+    return Status::InvalidArgument(flag + " wants seconds in (0, 86400], got '" + text + "'");
+  }
+  return std::chrono::milliseconds(static_cast<int64_t>(std::llround(v * 1000)));
+}
+
+double Ms(std::chrono::nanoseconds d) { return static_cast<double>(d.count()) / 1e6; }
+
+int FreezeMain(int argc, char** argv) {
+  const char* tool = "strata freeze";
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
+      std::fputs(kFreezeHelp, stdout);
+      return kExitOk;
+    }
+  }
+  auto args = Args::Parse(argc, argv, 1,
+                          {"--deadline", "--exec", "--hooks", "--hook-timeout", "--protect",
+                           "--confine", "--qga", "--state-dir"},
+                          {"--dry-run", "--force", "--json"});
+  if (!args.has_value()) return Usage(tool, args.error().message());
+  const auto& pos = args->positional();
+  if (pos.empty()) return Usage(tool, "no TARGET given");
+  bool json = args->Has("--json");
+
+  if (args->Has("--dry-run")) {
+    auto res = ResolveTargets(pos, "/proc/self/mountinfo", "/sys");
+    if (!res.has_value()) return Fail(tool, res.error());
+    if (!json) {
+      std::fputs(res->ToString().c_str(), stdout);
+      return kExitOk;
+    }
+    std::printf("{\"targets\": [");
+    for (size_t i = 0; i < res->targets.size(); ++i) {
+      const auto& t = res->targets[i];
+      std::printf("%s{\"target\": %s, \"kind\": %s, \"devices\": %s, \"mount_points\": %s}",
+                  i ? ", " : "", JsonString(t.target).c_str(), JsonString(t.kind).c_str(),
+                  JsonList(t.devices).c_str(), JsonList(t.mount_points).c_str());
+    }
+    std::printf("], \"filesystems\": [");
+    for (size_t i = 0; i < res->filesystems.size(); ++i) {
+      const auto& f = res->filesystems[i];
+      std::printf(
+          "%s{\"mount_point\": %s, \"fs_type\": %s, \"source\": %s, \"dev\": %s, "
+          "\"disks\": %s}",
+          i ? ", " : "", JsonString(f.mount_point).c_str(), JsonString(f.fs_type).c_str(),
+          JsonString(f.source).c_str(), JsonString(f.Key()).c_str(), JsonList(f.disks).c_str());
+    }
+    std::printf("]}\n");
+    return kExitOk;
+  }
+
+  FreezeRequest req;
+  req.targets = pos;
+  req.force = args->Has("--force");
+  req.hook_dir = args->Get("--hooks").value_or("");
+  req.confine_to = args->Get("--confine").value_or("");
+  if (auto d = args->Get("--deadline")) {
+    auto v = ParseSeconds("--deadline", *d);
+    if (!v.has_value()) return Usage(tool, v.error().message());
+    req.deadline = *v;
+  }
+  if (auto d = args->Get("--hook-timeout")) {
+    auto v = ParseSeconds("--hook-timeout", *d);
+    if (!v.has_value()) return Usage(tool, v.error().message());
+    req.hook_timeout = *v;
+  }
+  std::string qga = args->Get("--qga").value_or("");
+
+  if (auto cmd = args->Get("--exec")) {
+    Coordinator::Options o;
+    o.protected_paths = args->All("--protect");
+    std::unique_ptr<Backend> backend =
+        qga.empty() ? MakeFifreezeBackend() : MakeQgaBackend(qga, std::chrono::seconds(20));
+    Coordinator c(std::move(backend), o);
+    Status sig = InstallSignalThaw(&c);
+    if (!sig.ok()) return Fail(tool, sig);
+    QuiesceRequest q;
+    q.targets = req.targets;
+    q.hook_dir = req.hook_dir;
+    q.deadline = req.deadline;
+    q.exec_command = *cmd;
+    q.force = req.force;
+    q.confine_to = req.confine_to;
+    auto r = RunQuiesced(c, q, nullptr);
+    (void)InstallSignalThaw(nullptr);
+    if (!r.has_value()) return Fail(tool, r.error());
+    if (json) {
+      std::printf(
+          "{\"quiesced\": %s, \"frozen_ms\": %.3f, \"mount_points\": %s, "
+          "\"exec_exit_code\": %d}\n",
+          r->quiesced ? "true" : "false", Ms(r->frozen_for), JsonList(r->mount_points).c_str(),
+          r->exec_exit_code);
+    } else {
+      std::printf("froze %s for %.3f ms: %s\n", Joined(r->mount_points).c_str(), Ms(r->frozen_for),
+                  r->quiesced ? "quiesced" : "NOT quiesced (deadline expired during --exec)");
+    }
+    return kExitOk;
+  }
+
+  ServiceConfig cfg;
+  cfg.state_dir = args->Get("--state-dir").value_or("");
+  cfg.protected_paths = args->All("--protect");
+  if (!qga.empty()) {
+    cfg.backend = "qga";
+    cfg.qga_socket = qga;
+  }
+  auto h = ServiceFreeze(cfg, req);
+  if (!h.has_value()) return Fail(tool, h.error());
+  if (json) {
+    std::printf("{\"handle\": %" PRIu64 ", \"mount_points\": %s, \"deadline_ms\": %lld}\n",
+                h->first, JsonList(h->second).c_str(),
+                static_cast<long long>(req.deadline.count()));
+  } else {
+    std::printf("handle %" PRIu64 ": froze %s (deadline %.3f s)\n", h->first,
+                Joined(h->second).c_str(), static_cast<double>(req.deadline.count()) / 1000);
+  }
+  return kExitOk;
+}
+
+void PrintReport(const ThawReport& r, bool json, bool first) {
+  if (json) {
+    std::printf("%s{\"handle\": %" PRIu64
+                ", \"expired\": %s, \"quiesced\": %s, "
+                "\"frozen_ms\": %.3f, \"thawed\": %s}",
+                first ? "" : ", ", r.id, r.expired ? "true" : "false", r.expired ? "false" : "true",
+                Ms(r.frozen_for), JsonList(r.thawed).c_str());
+  } else {
+    std::printf("handle %" PRIu64 ": %s after %.3f ms; thawed %s\n", r.id,
+                r.expired ? "window EXPIRED (not quiesced), watchdog had thawed" : "thawed",
+                Ms(r.frozen_for), Joined(r.thawed).c_str());
+  }
+}
+
+int ThawMain(int argc, char** argv) {
+  const char* tool = "strata thaw";
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
+      std::fputs(kThawHelp, stdout);
+      return kExitOk;
+    }
+  }
+  auto args = Args::Parse(argc, argv, 1, {"--state-dir"}, {"--all", "--json"});
+  if (!args.has_value()) return Usage(tool, args.error().message());
+  std::string dir = args->Get("--state-dir").value_or(DefaultStateDir());
+  bool json = args->Has("--json");
+  if (args->Has("--all")) {
+    if (!args->positional().empty()) return Usage(tool, "--all takes no HANDLE");
+    auto r = ThawAllAndRecover(dir);
+    if (!r.has_value()) return Fail(tool, r.error());
+    if (json) {
+      std::printf("{\"handles\": [");
+      for (size_t i = 0; i < r->thawed.size(); ++i) PrintReport(r->thawed[i], true, i == 0);
+      std::printf("], \"recovered\": %s, \"not_recovered\": %s}\n", JsonList(r->recovered).c_str(),
+                  JsonList(r->not_recovered).c_str());
+    } else {
+      for (const auto& t : r->thawed) PrintReport(t, false, false);
+      if (!r->recovered.empty()) {
+        std::printf("recovered after a daemon crash: thawed %s\n", Joined(r->recovered).c_str());
+      }
+      if (!r->not_recovered.empty()) {
+        std::printf("NOT recovered (frozen inside a guest; use guest-fsfreeze-thaw): %s\n",
+                    Joined(r->not_recovered).c_str());
+      }
+      if (r->thawed.empty() && r->recovered.empty() && r->not_recovered.empty()) {
+        std::printf("nothing was frozen\n");
+      }
+    }
+    return kExitOk;
+  }
+  if (args->positional().size() != 1) return Usage(tool, "give one HANDLE or --all");
+  const std::string& text = args->positional()[0];
+  char* end = nullptr;
+  unsigned long long id = std::strtoull(text.c_str(), &end, 10);
+  if (text.empty() || *end != '\0' || id == 0) return Usage(tool, "bad handle '" + text + "'");
+  auto r = ServiceThaw(dir, id);
+  if (!r.has_value()) return Fail(tool, r.error());
+  PrintReport(*r, json, true);
+  if (json) std::printf("\n");
+  return kExitOk;
+}
+
+int StatusMain(int argc, char** argv) {
+  const char* tool = "strata status";
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
+      std::fputs(kStatusHelp, stdout);
+      return kExitOk;
+    }
+  }
+  auto args = Args::Parse(argc, argv, 1, {"--state-dir"}, {"--json"});
+  if (!args.has_value()) return Usage(tool, args.error().message());
+  if (!args->positional().empty()) return Usage(tool, "unexpected argument");
+  std::string dir = args->Get("--state-dir").value_or(DefaultStateDir());
+  auto st = GetServiceStatus(dir);
+  if (!st.has_value()) return Fail(tool, st.error());
+  if (args->Has("--json")) {
+    std::printf("{\"running\": %s, \"pid\": %lld, \"backend\": %s, \"handles\": [",
+                st->running ? "true" : "false", static_cast<long long>(st->pid),
+                JsonString(st->backend).c_str());
+    for (size_t i = 0; i < st->handles.size(); ++i) {
+      const auto& h = st->handles[i];
+      std::printf("%s{\"handle\": %" PRIu64
+                  ", \"expired\": %s, \"frozen_ms\": %lld, "
+                  "\"remaining_ms\": %lld, \"mount_points\": %s}",
+                  i ? ", " : "", h.id, h.expired ? "true" : "false",
+                  static_cast<long long>(h.frozen_ms), static_cast<long long>(h.remaining_ms),
+                  JsonList(h.mount_points).c_str());
+    }
+    std::printf("], \"counts\": {");
+    bool first = true;
+    for (const auto& [m, n] : st->counts) {
+      std::printf("%s%s: %d", first ? "" : ", ", JsonString(m).c_str(), n);
+      first = false;
+    }
+    std::printf("}, \"stale_frozen\": %s}\n", JsonList(st->stale_frozen).c_str());
+    return kExitOk;
+  }
+  if (!st->running) {
+    std::printf("no quiesce daemon running (%s)\n", dir.c_str());
+    if (!st->stale_frozen.empty()) {
+      std::printf("LEFT FROZEN by a killed daemon: %s\nrun 'strata thaw --all' to thaw them\n",
+                  Joined(st->stale_frozen).c_str());
+    }
+    return kExitOk;
+  }
+  std::printf("quiesce daemon pid %lld, backend %s\n", static_cast<long long>(st->pid),
+              st->backend.c_str());
+  for (const auto& h : st->handles) {
+    std::printf("handle %" PRIu64 ": %s, frozen %lld ms, %s\n", h.id,
+                Joined(h.mount_points).c_str(), static_cast<long long>(h.frozen_ms),
+                h.expired ? "EXPIRED (thawed by the watchdog)"
+                          : ("deadline in " + std::to_string(h.remaining_ms) + " ms").c_str());
+  }
+  for (const auto& [m, n] : st->counts) std::printf("frozen %s (count %d)\n", m.c_str(), n);
+  return kExitOk;
+}
+
+Registrar freeze_reg("freeze", "freeze filesystems (handle, counts, deadline, --exec, --dry-run)",
+                     &FreezeMain);
+Registrar thaw_reg("thaw", "thaw a freeze handle, or --all (also recovers after a crash)",
+                   &ThawMain);
+Registrar status_reg("status", "show frozen filesystems, handles and deadlines", &StatusMain);
+
+}  // namespace
+}  // namespace strata::cli
