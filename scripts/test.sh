@@ -7,12 +7,13 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 
 jobs=$(nproc)
-run_suite() {  # NAME CTEST-LABEL-REGEX CMAKE-ARGS...
-  local name=$1 label=$2; shift 2
+run_suite() {  # NAME CTEST-LABEL-REGEX BUILD-TARGETS ('' = all) CMAKE-ARGS...
+  local name=$1 label=$2 targets=$3; shift 3
   echo "=== strata tests: $name build ==="
   cmake -S . -B "build/$name" -DSTRATA_BENCH=OFF "$@" > "build/$name.configure.log" 2>&1 \
     || { cat "build/$name.configure.log"; return 1; }
-  if ! cmake --build "build/$name" -j"$jobs" > "build/$name.build.log" 2>&1; then
+  if ! cmake --build "build/$name" -j"$jobs" ${targets:+--target $targets} \
+       > "build/$name.build.log" 2>&1; then
     grep -E -A5 'error|Error' "build/$name.build.log" | head -60
     return 1
   fi
@@ -21,5 +22,7 @@ run_suite() {  # NAME CTEST-LABEL-REGEX CMAKE-ARGS...
 
 mkdir -p build
 # Every test in the optimised build; unit tests (label "unit") under sanitizers.
-run_suite release '.*' -DCMAKE_BUILD_TYPE=RelWithDebInfo
-run_suite asan 'unit' -DCMAKE_BUILD_TYPE=Debug -DSTRATA_SANITIZE=address,undefined
+run_suite release '.*' '' -DCMAKE_BUILD_TYPE=RelWithDebInfo
+run_suite asan 'unit' '' -DCMAKE_BUILD_TYPE=Debug -DSTRATA_SANITIZE=address,undefined
+# Concurrency tests (label "tsan") under ThreadSanitizer: only their binaries.
+run_suite tsan 'tsan' 'tracker_concurrency_test' -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTRATA_SANITIZE=thread

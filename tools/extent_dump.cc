@@ -2,12 +2,17 @@
 // serialised extent set.
 #include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "extents/endian.h"
 #include "extents/extent_set.h"
 #include "formats/file.h"
 #include "formats/open_image.h"
+#include "formats/qcow2/qcow2_image.h"
+#include "engine/backup/archive.h"
+#include "engine/tracker/tracker.h"
 #include "tools/cli_util.h"
 
 namespace strata {
@@ -17,6 +22,12 @@ constexpr char kTool[] = "extent-dump";
 
 constexpr char kHelp[] = R"(Usage: extent-dump [OPTIONS] IMAGE
        extent-dump --set FILE [--output human|json]
+       extent-dump ARCHIVE                       (the extents a strata archive holds)
+       extent-dump --tracker DIR --since NAME [--to NAME]
+       extent-dump --list-bitmaps | --list-snapshots QCOW2
+       extent-dump --bitmap NAME [--force] QCOW2
+       extent-dump --diff FROM [--to TO] QCOW2
+       extent-dump --layers N IMAGE
 
 Prints the allocation map of a disk image: which ranges hold data, which
 read as zeros, and (for images with backing files) at which depth.
@@ -28,6 +39,21 @@ Options:
       --json           same as --output json
       --set FILE       print the runs of a serialised extent set
                        (docs/formats/extent-set.md) instead of an image map
+      --tracker DIR    print what a change tracker (strata tracker) saw
+      --since NAME     with --tracker: changes after checkpoint NAME, up to
+                       checkpoint --to NAME or now; exit 1 with "unknown"
+                       when the information was lost (full backup needed)
+      --list-bitmaps   list the persistent dirty bitmaps of a qcow2 image
+      --list-snapshots list the internal snapshots of a qcow2 image
+      --bitmap NAME    print the dirty ranges of persistent bitmap NAME;
+                       an inconsistent (in_use) bitmap fails (exit 1: a full
+                       backup is needed) unless --force is given
+      --force          read an inconsistent bitmap anyway
+      --diff FROM      ranges that may differ between internal snapshot FROM
+                       and snapshot TO (--to TO) or the active image; from
+                       L1/L2 metadata only (may over-report, never under)
+      --layers N       ranges allocated in the top N layers of the backing
+                       chain (what changed since an external snapshot)
   -h, --help           this text
 
 Exit status: 0 success, 1 failure (bad image, I/O error), 2 usage error.
@@ -89,11 +115,134 @@ int DumpImageMap(const std::string& path, const Options& opt) {
   return cli::kExitOk;
 }
 
+// --tracker DIR --since NAME [--to NAME]: read-only, never writes the state.
+int DumpTracker(const std::string& dir, const cli::Args& args, const Options& opt) {
+  auto since = args.Get("--since");
+  if (!since) return cli::Usage(kTool, "--tracker needs --since NAME");
+  OpenOptions o;
+  o.read_only = true;
+  auto t = Tracker::Open(dir, o);
+  if (!t) return cli::Fail(kTool, t.error());
+  auto to = args.Get("--to");
+  auto set = to ? (*t)->ChangedBetween(*since, *to) : (*t)->ChangedSince(*since);
+  if (!set) return cli::Fail(kTool, set.error());
+  cli::PrintRuns(*set, opt.json, dir + " since " + *since + (to ? " to " + *to : ""));
+  return cli::kExitOk;
+}
+
+// The extents a strata archive (docs/formats/archive.md) defines.
+int DumpArchive(const std::string& path, const Options& opt) {
+  auto r = ArchiveReader::Open(path);
+  if (!r) return cli::Fail(kTool, r.error());
+  const auto& ext = (*r)->index().extents;
+  if (opt.json) {
+    std::fputs("[", stdout);
+    for (size_t i = 0; i < ext.size(); ++i) {
+      std::printf("%s{\"start\": %" PRIu64 ", \"length\": %u, \"zero\": %s}", i ? ",\n" : "",
+                  ext[i].guest_offset, ext[i].length, ext[i].is_zero() ? "true" : "false");
+    }
+    std::fputs("]\n", stdout);
+    return cli::kExitOk;
+  }
+  const ArchiveHeader& h = (*r)->header();
+  std::printf("%s: %s backup %s of a %s disk\n", path.c_str(), SourceKindName(h.source),
+              IdToHex(h.id).c_str(), FormatBytes(h.disk_size).c_str());
+  std::printf("%18s %18s %-5s %8s\n", "start", "length", "kind", "frame");
+  uint64_t data = 0, zero = 0;
+  for (const ExtentRecord& e : ext) {
+    std::printf("%18s %18s %-5s %8s\n", Hex(e.guest_offset).c_str(), Hex(e.length).c_str(),
+                e.is_zero() ? "zero" : "data", e.is_zero() ? "-" : std::to_string(e.frame).c_str());
+    (e.is_zero() ? zero : data) += e.length;
+  }
+  std::printf("%zu extents: data %s, zeros %s, stored %s in %zu frames\n", ext.size(),
+              FormatBytes(data).c_str(), FormatBytes(zero).c_str(),
+              FormatBytes((*r)->stored_bytes()).c_str(), (*r)->index().frames.size());
+  return cli::kExitOk;
+}
+
+// Whether `path` starts with the archive magic.
+bool IsArchive(const std::string& path) {
+  auto f = OpenPosixFile(path, OpenMode::kReadOnly);
+  if (!f) return false;
+  uint8_t magic[8] = {};
+  auto got = (*f)->Read(0, magic);
+  return got && *got == 8 && std::memcmp(magic, "STRATAAR", 8) == 0;
+}
+
 int DumpSet(const std::string& path, const Options& opt) {
   auto bytes = ReadWholeFile(path);
   if (!bytes) return cli::Fail(kTool, bytes.error());
   auto set = ExtentSet::Deserialize(*bytes);
   if (!set) return cli::Fail(kTool, set.error().WithContext(path));
+  cli::PrintRuns(*set, opt.json, path);
+  return cli::kExitOk;
+}
+
+// The qcow2-only modes: bitmaps, snapshots, snapshot and layer diffs.
+int DumpQcow2(const std::string& path, const cli::Args& args, const Options& opt) {
+  if (opt.format == "raw") return cli::Usage(kTool, "this mode needs a qcow2 image");
+  auto img = OpenQcow2Image(path);
+  if (!img) return cli::Fail(kTool, img.error());
+  Qcow2Image& q = **img;
+  if (args.Has("--list-bitmaps")) {
+    auto list = q.Bitmaps();
+    if (!list) return cli::Fail(kTool, list.error());
+    if (opt.json) std::fputs("[", stdout);
+    else std::printf("%-24s %12s %-7s %-8s %s\n", "name", "granularity", "in_use", "enabled",
+                     "consistent");
+    bool first = true;
+    for (const Qcow2Bitmap& b : *list) {
+      if (opt.json) {
+        std::printf("%s{\"name\": %s, \"granularity\": %" PRIu64
+                    ", \"in_use\": %s, \"auto\": %s, \"consistent\": %s}",
+                    first ? "" : ",\n", cli::JsonString(b.name).c_str(), b.granularity,
+                    b.in_use ? "true" : "false", b.auto_flag ? "true" : "false",
+                    b.consistent ? "true" : "false");
+      } else {
+        std::printf("%-24s %12s %-7s %-8s %s\n", b.name.c_str(),
+                    FormatBytes(b.granularity).c_str(), b.in_use ? "yes" : "no",
+                    b.auto_flag ? "yes" : "no", b.consistent ? "yes" : "no (full backup needed)");
+      }
+      first = false;
+    }
+    if (opt.json) std::fputs("]\n", stdout);
+    return cli::kExitOk;
+  }
+  if (args.Has("--list-snapshots")) {
+    if (opt.json) std::fputs("[", stdout);
+    else std::printf("%-8s %-24s %14s %12s %12s\n", "id", "name", "vm_state", "date", "disk_size");
+    bool first = true;
+    for (const Qcow2Snapshot& s : q.Snapshots()) {
+      if (opt.json) {
+        std::printf("%s{\"id\": %s, \"name\": %s, \"vm_state_size\": %" PRIu64
+                    ", \"date_sec\": %u, \"date_nsec\": %u, \"vm_clock_nsec\": %" PRIu64
+                    ", \"disk_size\": %" PRIu64 "}",
+                    first ? "" : ",\n", cli::JsonString(s.id).c_str(),
+                    cli::JsonString(s.name).c_str(), s.vm_state_size, s.date_sec, s.date_nsec,
+                    s.vm_clock_nsec, s.disk_size);
+      } else {
+        std::printf("%-8s %-24s %14" PRIu64 " %12u %12" PRIu64 "\n", s.id.c_str(), s.name.c_str(),
+                    s.vm_state_size, s.date_sec, s.disk_size);
+      }
+      first = false;
+    }
+    if (opt.json) std::fputs("]\n", stdout);
+    return cli::kExitOk;
+  }
+  Result<ExtentSet> set = Status::InvalidArgument("no mode");
+  if (auto name = args.Get("--bitmap")) {
+    set = q.LoadBitmap(*name, args.Has("--force"));
+  } else if (auto from = args.Get("--diff")) {
+    set = q.SnapshotDiff(*from, args.Get("--to").value_or(""));
+  } else if (auto n = args.Get("--layers")) {
+    char* end = nullptr;
+    long layers = std::strtol(n->c_str(), &end, 10);
+    if (n->empty() || *end != 0 || layers < 1 || layers > 1000000) {
+      return cli::Usage(kTool, "--layers needs a positive number, not '" + *n + "'");
+    }
+    set = q.LayerDiff(static_cast<int>(layers));
+  }
+  if (!set) return cli::Fail(kTool, set.error());
   cli::PrintRuns(*set, opt.json, path);
   return cli::kExitOk;
 }
@@ -108,8 +257,11 @@ int Main(int argc, char** argv) {
   }
   std::vector<char*> av;
   for (auto& a : storage) av.push_back(a.data());
-  auto args = cli::Args::Parse(argc, av.data(), 1, {"--format", "--output", "--set"},
-                               {"--help", "--json"});
+  auto args = cli::Args::Parse(argc, av.data(), 1,
+                               {"--format", "--output", "--set", "--bitmap", "--diff", "--to",
+                                "--layers", "--tracker", "--since"},
+                               {"--help", "--json", "--list-bitmaps", "--list-snapshots",
+                                "--force"});
   if (!args) return cli::Usage(kTool, args.error().message());
   if (args->Has("--help")) {
     std::fputs(kHelp, stdout);
@@ -127,6 +279,11 @@ int Main(int argc, char** argv) {
   }
   opt.json = output == "json";
   const auto& pos = args->positional();
+  if (auto dir = args->Get("--tracker")) {
+    if (!pos.empty()) return cli::Usage(kTool, "--tracker takes no IMAGE argument");
+    return DumpTracker(*dir, *args, opt);
+  }
+  if (args->Has("--since")) return cli::Usage(kTool, "--since needs --tracker");
   if (auto set = args->Get("--set")) {
     if (!pos.empty()) return cli::Usage(kTool, "--set takes no IMAGE argument");
     return DumpSet(*set, opt);
@@ -135,6 +292,16 @@ int Main(int argc, char** argv) {
     return cli::Usage(kTool, pos.empty() ? "missing IMAGE" : "expected one IMAGE, got " +
                                                                  std::to_string(pos.size()));
   }
+  int modes = args->Has("--list-bitmaps") + args->Has("--list-snapshots") +
+              args->Has("--bitmap") + args->Has("--diff") + args->Has("--layers");
+  if (modes > 1) return cli::Usage(kTool, "choose one of --list-bitmaps, --list-snapshots, "
+                                          "--bitmap, --diff and --layers");
+  if (args->Has("--to") && !args->Has("--diff")) return cli::Usage(kTool, "--to needs --diff");
+  if (args->Has("--force") && !args->Has("--bitmap")) {
+    return cli::Usage(kTool, "--force needs --bitmap");
+  }
+  if (modes == 1) return DumpQcow2(pos[0], *args, opt);
+  if (IsArchive(pos[0])) return DumpArchive(pos[0], opt);
   return DumpImageMap(pos[0], opt);
 }
 
