@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on a built-in sample: installs what is missing, builds, then
-# generates a sample sparse disk image and shows what strata sees in it,
-# checked against QEMU's own view, with timings.
+# generates a sample disk, writes to it through the tracked-device helper,
+# takes a full and two incremental backups, restores and verifies every
+# point (strata demo), and checks strata's view of the image against QEMU's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -22,6 +23,11 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/strata-demo-XXXXXX")
 trap 'rm -rf "$work"' EXIT
 img=$work/sample.raw
 
+echo "== backup, restore and verify (strata demo --size ${DEMO_SIZE:-2G})"
+"$bin/strata" demo --size "${DEMO_SIZE:-2G}" --dir "$work/demo"
+rm -rf "$work/demo"
+
+echo
 echo "== generating a 4 GiB sample disk with 8% data"
 "$bin/strata" generate --size 4G --fill 0.08 --seed 42 "$img"
 

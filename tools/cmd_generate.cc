@@ -14,6 +14,7 @@
 #include "extents/units.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
+#include "tools/sample_data.h"
 
 namespace strata::cli {
 namespace {
@@ -26,35 +27,6 @@ random places: two thirds text-like compressible data (like OS files, zstd
 ratio ~3), one third random bytes (like compressed media). The same seed
 (default 1) gives the same image byte for byte. OUTPUT must not exist.
 )";
-
-// One 64 KiB chunk of content; `kind` 0 = text-like, 1 = random.
-void FillChunk(std::mt19937_64& rng, int kind, uint8_t* p, size_t n) {
-  if (kind == 1) {
-    for (size_t i = 0; i + 8 <= n; i += 8) {
-      uint64_t v = rng();
-      std::memcpy(p + i, &v, 8);
-    }
-    return;
-  }
-  static const char* const kWords[] = {
-      "the ", "kernel ", "config ", "usr/lib ", "error ", "0x7fff ", "return ", "int ",
-      "while ", "struct ", "backup ", "disk ", "block ", "value ", "{\n", "}\n",
-      "#include ", "static ", "data ", "=", ";\n", "  ", "if (", ") ", "page ", "void "};
-  size_t i = 0;
-  while (i < n) {
-    const char* w = kWords[rng() % (sizeof kWords / sizeof *kWords)];
-    size_t len = std::strlen(w);
-    if (rng() % 16 == 0) {  // sprinkle some entropy, as real files have
-      uint64_t v = rng();
-      len = std::min<size_t>(8, n - i);
-      std::memcpy(p + i, &v, len);
-    } else {
-      len = std::min(len, n - i);
-      std::memcpy(p + i, w, len);
-    }
-    i += len;
-  }
-}
 
 int GenerateMain(int argc, char** argv) {
   auto args = Args::Parse(argc, argv, 1, {"--size", "--fill", "--seed"}, {"--help", "--json"});
@@ -109,7 +81,7 @@ int GenerateMain(int argc, char** argv) {
     int kind = (rng() % 3 == 0) ? 1 : 0;
     for (uint64_t at = 0; at < len; at += kChunk) {
       size_t n = static_cast<size_t>(std::min<uint64_t>(kChunk, len - at));
-      FillChunk(rng, kind, buf.data(), n);
+      FillSample(rng, kind == 1, buf.data(), n);
       if (::pwrite(fd, buf.data(), n, static_cast<off_t>(off + at)) != static_cast<ssize_t>(n)) {
         return fail(Status::FromErrno(errno, out + ": write at " + std::to_string(off + at)));
       }

@@ -497,8 +497,13 @@ bool ScanBaseline::Unchanged(uint64_t offset, std::span<const uint8_t> data) con
 // ---- backup ----
 
 Result<BackupStats> RunBackup(Image& image, const ExtentSet& changes, ArchiveHeader header,
-                              const std::string& archive_path, const PipelineOptions& opt,
+                              const std::string& archive_path, const PipelineOptions& options,
                               const ScanBaseline* scan) {
+  // A chunk holds at least one block of the change set's granularity.
+  PipelineOptions opt = options;
+  if (opt.chunk_size < changes.granularity().bytes()) {
+    opt.chunk_size = static_cast<uint32_t>(changes.granularity().bytes());
+  }
   if (changes.disk_size() != image.size()) {
     return Status::InvalidArgument(image.name() + ": change set is for a disk of " +
                                    std::to_string(changes.disk_size()) + " bytes, the image has " +
@@ -703,6 +708,7 @@ Result<RestoreStats> RunRestore(const std::vector<const ArchiveReader*>& chain,
     }
   }
   stats.frames_read = tasks.size();
+  stats.chain_length = chain.size();
   // Workers read, decompress and verify frames; this thread writes their
   // extents through io_uring. At most `max_jobs` decompressed frames are
   // held at once, so memory stays bounded whatever the disk size.

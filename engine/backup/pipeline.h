@@ -26,7 +26,7 @@ namespace strata {
 
 struct PipelineOptions {
   int level = 1;                       // zstd level (1: see docs/benchmarks.md)
-  uint32_t chunk_size = 1 << 20;       // guest bytes per frame at most
+  uint32_t chunk_size = 1 << 20;       // guest bytes per frame at most (raised to the granularity)
   unsigned queue_depth = 16;           // reads (writes) in flight
   unsigned workers = 0;                // 0: one per core
   uint64_t memory_limit = 256ull << 20;
@@ -80,6 +80,7 @@ struct RestoreStats {
   uint64_t zero_bytes = 0;   // guest bytes left as holes / zeroed
   uint64_t frames_read = 0;
   uint64_t stored_bytes_read = 0;
+  size_t chain_length = 0;
   double seconds = 0;
   bool used_uring = false;
 };

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# End-to-end backup benchmark: strata against the walls (disk read bandwidth
+# by fio, zstd's own speed) and against the tools users would otherwise run
+# (borg, restic, zstd -T2, qemu-img convert -c), on one large sparse image
+# after the same change. Prints a markdown table for docs/benchmarks.md.
+#
+#   bench/backup_compare.sh [VIRTUAL_SIZE] [DATA_FRACTION] [CHANGE_FRACTION]
+#   defaults: 64G 0.125 (8 GiB of data) 0.01 (1% of the 64 KiB blocks)
+#
+# Needs root for apt (fio, borgbackup, restic are installed if missing) and
+# about 3x the data size free under $WORK (default /var/tmp/strata-bench).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE=${1:-64G}; FILL=${2:-0.125}; CHANGE=${3:-0.01}
+WORK=${WORK:-/var/tmp/strata-bench}
+for p in fio borgbackup restic; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >&2
+done
+scripts/setup.sh
+cmake -S . -B build/bench -DCMAKE_BUILD_TYPE=Release -DSTRATA_TESTS=OFF -DSTRATA_BENCH=ON >/dev/null
+cmake --build build/bench -j"$(nproc)" >/dev/null
+S=$PWD/build/bench/tools/strata
+rm -rf "$WORK"; mkdir -p "$WORK"; cd "$WORK"
+
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+gbps() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.2f", (s > 0 ? n / s / 1e9 : 0) }'; }
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true; }
+
+echo "# machine: $(nproc) cores, $(uname -r), $(stat -f -c %T .) at $WORK" >&2
+"$S" generate --size "$SIZE" --fill "$FILL" --seed 7 img.raw >&2
+alloc=$("$(dirname "$S")/extent-dump" --json img.raw |
+  awk -F'"length": |, "depth"' '/"data": true/ {s += $2} END {print s}')
+echo "allocated bytes: $alloc" >&2
+
+# The walls, measured in this run: fio on a dense 2 GiB file (the disk) and
+# on the sparse image itself (what a whole-image read costs: holes are free).
+fio_read() {  # FILE -> GB/s
+  fio --name=seqread --filename="$1" --rw=read --bs=1M --iodepth=16 --ioengine=io_uring \
+    --direct=1 --output-format=terse --terse-version=3 2>/dev/null |
+    awk -F';' '{printf "%.2f", $7 * 1024 / 1e9}'   # KiB/s -> GB/s
+}
+"$S" generate --size 2G --fill 1.0 --seed 3 dense.raw >/dev/null
+disk_bw=$(fio_read dense.raw)
+img_bw=$(fio_read img.raw)
+rm -f dense.raw
+
+# The 1% change: random 64 KiB blocks rewritten, recorded by a tracker.
+"$S" tracker init --tracker trk --size "$(stat -c %s img.raw)" >/dev/null
+"$S" checkpoint --tracker trk base >/dev/null
+"$S" init repo >/dev/null
+drop
+t0=$(now); "$S" backup --repo repo --full --json img.raw > full.json; t1=$(now)
+full_s=$(secs "$t0" "$t1")
+"$S" scribble --tracker trk --fraction "$CHANGE" --seed 11 --save changed.bin --json img.raw > scribble.json
+changed=$(grep -o '"bytes": [0-9]*' scribble.json | grep -o '[0-9]*$')
+drop
+t0=$(now); "$S" backup --repo repo --tracker trk --since base --json img.raw > inc.json; t1=$(now)
+inc_s=$(secs "$t0" "$t1")
+drop
+t0=$(now); "$S" backup --repo repo --scan --json img.raw > scan.json; t1=$(now)
+scan_s=$(secs "$t0" "$t1")
+drop
+t0=$(now); "$S" restore --repo repo --json out.raw > restore.json; t1=$(now)
+restore_s=$(secs "$t0" "$t1")
+cmp img.raw out.raw && restore_ok=identical || restore_ok=DIFFERENT
+rm -f out.raw
+
+# zstd's own speed at level 1, 2 threads, on the changed bytes and on all data.
+# zstd's in-memory benchmark (no I/O), level 1, 2 threads: compress and decompress speed.
+zstd -b1 -T2 -i3 changed.bin > zstdb.txt 2>&1 || true
+zstd_c=$(tr '\r' '\n' < zstdb.txt | grep -o '[0-9.]* MB/s' | tail -2 | head -1 | awk '{printf "%.2f", $1 / 1000}')
+zstd_d=$(tr '\r' '\n' < zstdb.txt | grep -o '[0-9.]* MB/s' | tail -1 | awk '{printf "%.2f", $1 / 1000}')
+
+# The tools users would otherwise run, after the same change (image re-read).
+export BORG_PASSPHRASE="" BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes RESTIC_PASSWORD=bench
+borg init -e none borg >/dev/null 2>&1
+restic init -r restic >/dev/null 2>&1
+borg create --compression zstd,1 borg::a img.raw >/dev/null 2>&1
+restic -r restic backup --quiet img.raw >/dev/null 2>&1
+"$S" scribble --fraction "$CHANGE" --seed 12 img.raw > /dev/null
+drop; t0=$(now); borg create --compression zstd,1 borg::b img.raw >/dev/null 2>&1; t1=$(now); borg_s=$(secs "$t0" "$t1")
+drop; t0=$(now); restic -r restic backup --quiet img.raw >/dev/null 2>&1; t1=$(now); restic_s=$(secs "$t0" "$t1")
+drop; t0=$(now); qemu-img convert -c -O qcow2 -o compression_type=zstd img.raw conv.qcow2; t1=$(now); qemu_s=$(secs "$t0" "$t1")
+rm -f conv.qcow2
+
+inc_read=$(grep -o '"read_bytes": [0-9]*' inc.json | grep -o '[0-9]*$')
+full_read=$(grep -o '"read_bytes": [0-9]*' full.json | grep -o '[0-9]*$')
+cat <<TABLE
+| step ($SIZE virtual, $(awk -v a="$alloc" 'BEGIN{printf "%.1f", a/2^30}') GiB data, $CHANGE of blocks changed = $(awk -v a="$changed" 'BEGIN{printf "%.0f", a/2^20}') MiB) | time | throughput | reference |
+|---|---|---|---|
+| fio sequential read of a dense file, O_DIRECT, io_uring QD16, 1 MiB | | $disk_bw GB/s | the disk wall |
+| fio sequential read of the sparse image itself (same settings) | | $img_bw GB/s | whole-image read |
+| zstd -b1 -T2 on the changed bytes (in memory) | | $zstd_c GB/s compress, $zstd_d GB/s decompress | the compressor wall |
+| strata backup --full | ${full_s} s | $(gbps "$full_read" "$full_s") GB/s | |
+| strata backup --tracker (incremental) | ${inc_s} s | $(gbps "$inc_read" "$inc_s") GB/s | |
+| strata backup --scan (no tracking) | ${scan_s} s | $(gbps "$(stat -c %s img.raw)" "$scan_s") GB/s of disk | vs disk wall |
+| strata restore (chain of 3) | ${restore_s} s | $(gbps "$alloc" "$restore_s") GB/s of data | $restore_ok |
+| borg create (incremental, zstd 1) | ${borg_s} s | | |
+| restic backup (incremental) | ${restic_s} s | | |
+| qemu-img convert -c (zstd) | ${qemu_s} s | | |
+TABLE

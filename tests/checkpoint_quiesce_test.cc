@@ -1,0 +1,98 @@
+// strata checkpoint --quiesce on a real ext4 filesystem that the test makes
+// and mounts itself (root and loop devices needed; skipped otherwise). The
+// freeze is confined to the test's own directory.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "tests/test_util.h"
+
+namespace strata {
+namespace {
+
+using testing::RunCommand;
+using testing::RunOk;
+using testing::ShellQuote;
+
+std::string S(const std::string& args) { return testing::Tool("strata") + " " + args; }
+
+class LoopExt4 {
+ public:
+  explicit LoopExt4(const testing::TempDir& dir) : mnt_(dir.File("mnt")) {
+    if (::geteuid() != 0) { skip_ = "not root"; return; }
+    if (!testing::HaveCommand("mkfs.ext4") || !testing::HaveCommand("losetup")) {
+      skip_ = "mkfs.ext4 or losetup missing";
+      return;
+    }
+    std::string img = dir.File("fs.img");
+    if (RunCommand("truncate -s 64M " + ShellQuote(img) + " && mkfs.ext4 -q -F " + ShellQuote(img)).exit_code) {
+      skip_ = "mkfs.ext4 failed";
+      return;
+    }
+    auto l = RunCommand("losetup -f --show " + ShellQuote(img));
+    if (l.exit_code != 0) { skip_ = "no loop device: " + l.err; return; }
+    dev_ = l.out.substr(0, l.out.find('\n'));
+    std::filesystem::create_directory(mnt_);
+    if (RunCommand("mount " + ShellQuote(dev_) + " " + ShellQuote(mnt_)).exit_code != 0) {
+      skip_ = "mount failed";
+      return;
+    }
+    mounted_ = true;
+  }
+  ~LoopExt4() {
+    // Thaw first in case a test failed mid-window; harmless when not frozen.
+    if (mounted_) {
+      RunCommand("fsfreeze -u " + ShellQuote(mnt_) + " 2>/dev/null; umount " + ShellQuote(mnt_));
+    }
+    if (!dev_.empty()) RunCommand("losetup -d " + ShellQuote(dev_));
+  }
+  const std::string& skip() const { return skip_; }
+  const std::string& mnt() const { return mnt_; }
+
+ private:
+  std::string mnt_, dev_, skip_;
+  bool mounted_ = false;
+};
+
+TEST(CheckpointQuiesce, FreezesChecksAndThaws) {
+  testing::TempDir dir;
+  LoopExt4 fs(dir);
+  if (!fs.skip().empty()) GTEST_SKIP() << fs.skip();
+  std::string trk = dir.File("trk");
+  RunOk(S("tracker init --tracker " + ShellQuote(trk) + " --size 1G"));
+  std::string marker = dir.File("exec-ran");
+  std::string conf = " --confine " + ShellQuote(dir.path());
+  auto r = RunCommand(S("checkpoint --json --tracker " + ShellQuote(trk) + " cp1 --quiesce " +
+                        ShellQuote(fs.mnt()) + conf + " --exec " +
+                        ShellQuote("touch " + marker)));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\"name\": \"cp1\""), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"quiesced\": true"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"frozen\": [\"" + fs.mnt() + "\"]"), std::string::npos) << r.out;
+  EXPECT_TRUE(std::filesystem::exists(marker));
+  // Thawed afterwards: a write completes.
+  EXPECT_EQ(RunCommand("timeout 10 sh -c 'echo x > " + fs.mnt() + "/after'").exit_code, 0);
+  // An exec outliving the deadline: thawed by the watchdog, not quiesced.
+  auto late = RunCommand(S("checkpoint --json --tracker " + ShellQuote(trk) + " cp2 --quiesce " +
+                           ShellQuote(fs.mnt()) + conf + " --deadline 0.3 --exec 'sleep 1.5'"));
+  ASSERT_EQ(late.exit_code, 0) << late.err;
+  EXPECT_NE(late.out.find("\"quiesced\": false"), std::string::npos) << late.out;
+  EXPECT_EQ(RunCommand("timeout 10 sh -c 'echo y > " + fs.mnt() + "/late'").exit_code, 0);
+  // The tracker's own filesystem is never frozen.
+  std::string inside = fs.mnt() + "/trk";
+  RunOk(S("tracker init --tracker " + ShellQuote(inside) + " --size 1G"));
+  auto self = RunCommand(S("checkpoint --tracker " + ShellQuote(inside) + " cp --quiesce " +
+                           ShellQuote(fs.mnt()) + conf));
+  EXPECT_EQ(self.exit_code, 1);
+  EXPECT_NE(self.err.find(fs.mnt()), std::string::npos) << self.err;
+  EXPECT_EQ(RunCommand("timeout 10 sh -c 'echo z > " + fs.mnt() + "/self'").exit_code, 0);
+  // Both quiesced checkpoints exist.
+  std::string list = RunOk(S("tracker list --json --tracker " + ShellQuote(trk)));
+  EXPECT_NE(list.find("\"cp1\""), std::string::npos);
+  EXPECT_NE(list.find("\"cp2\""), std::string::npos);
+  EXPECT_EQ(RunCommand(S("checkpoint --tracker " + ShellQuote(trk) + " cp3 --exec true")).exit_code, 2);
+}
+
+}  // namespace
+}  // namespace strata
