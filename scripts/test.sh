@@ -17,8 +17,20 @@ run_suite() {  # NAME CTEST-LABEL-REGEX BUILD-TARGETS ('' = all) CMAKE-ARGS...
     grep -E -A5 'error|Error' "build/$name.build.log" | head -60
     return 1
   fi
-  ctest --test-dir "build/$name" --output-on-failure -j"$jobs" --timeout 900 -L "$label"
+  local log="build/$name.ctest.log" rc=0
+  ctest --test-dir "build/$name" --output-on-failure -j"$jobs" --timeout 900 -L "$label" \
+    2>&1 | tee "$log" || rc=1
+  # "100% tests passed, 0 tests failed out of 116" -> running totals.
+  local line total failed
+  line=$(grep -E 'tests passed, [0-9]+ tests failed out of [0-9]+' "$log" | tail -1)
+  total=$(sed -E 's/.* out of ([0-9]+).*/\1/' <<<"$line")
+  failed=$(sed -E 's/.*passed, ([0-9]+) tests failed.*/\1/' <<<"$line")
+  all_total=$((all_total + ${total:-0}))
+  all_failed=$((all_failed + ${failed:-0}))
+  return $rc
 }
+all_total=0
+all_failed=0
 
 mkdir -p build
 # Every test in the optimised build; unit tests (label "unit") under sanitizers.
@@ -26,3 +38,4 @@ run_suite release '.*' '' -DCMAKE_BUILD_TYPE=RelWithDebInfo
 run_suite asan 'unit' '' -DCMAKE_BUILD_TYPE=Debug -DSTRATA_SANITIZE=address,undefined
 # Concurrency tests (label "tsan") under ThreadSanitizer: only their binaries.
 run_suite tsan 'tsan' 'tracker_concurrency_test' -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTRATA_SANITIZE=thread
+echo "tests: $((all_total - all_failed)) passed, $all_failed failed"
