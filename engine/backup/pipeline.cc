@@ -364,24 +364,41 @@ class BackupRun {
           s.zero += r.length;
         } else {
           r.frame = 0;  // the writer assigns the real index
-          r.offset_in_frame = static_cast<uint32_t>(s.frame.size());
+          r.offset_in_frame = static_cast<uint32_t>(s.data);
           r.hash = Xxh3_128(p, r.length);
-          s.frame.insert(s.frame.end(), p, p + r.length);
           s.data += r.length;
         }
         s.recs.push_back(r);
         pos = end;
       }
     }
-    if (!s.frame.empty()) {
-      s.out.resize(ZSTD_compressBound(s.frame.size()));
-      size_t n = ZSTD_compressCCtx(cctx, s.out.data(), s.out.size(), s.frame.data(),
-                                   s.frame.size(), opt_.level);
+    if (s.data > 0) {
+      // The frame is the data extents back to back. One extent (the common
+      // case: a whole chunk of data) is compressed straight from the read
+      // buffer; several are gathered first.
+      const uint8_t* src = nullptr;
+      size_t data_extents = 0;
+      for (const ExtentRecord& r : s.recs) {
+        if (r.is_zero()) continue;
+        ++data_extents;
+        src = s.in->p + (r.guest_offset - s.op.offset);
+      }
+      if (data_extents > 1) {
+        s.frame.clear();
+        for (const ExtentRecord& r : s.recs) {
+          if (r.is_zero()) continue;
+          const uint8_t* p = s.in->p + (r.guest_offset - s.op.offset);
+          s.frame.insert(s.frame.end(), p, p + r.length);
+        }
+        src = s.frame.data();
+      }
+      s.out.resize(ZSTD_compressBound(s.data));
+      size_t n = ZSTD_compressCCtx(cctx, s.out.data(), s.out.size(), src, s.data, opt_.level);
       if (ZSTD_isError(n)) {
         return Status::Corruption(std::string("zstd compression failed: ") + ZSTD_getErrorName(n));
       }
       s.out.resize(n);
-      s.raw_size = static_cast<uint32_t>(s.frame.size());
+      s.raw_size = static_cast<uint32_t>(s.data);
     } else {
       s.out.clear();
     }
