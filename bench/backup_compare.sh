@@ -43,6 +43,11 @@ fio_read() {  # FILE -> GB/s
 }
 "$S" generate --size 2G --fill 1.0 --seed 3 dense.raw >/dev/null
 disk_bw=$(fio_read dense.raw)
+# Buffered sequential write ending in fsync: what a restore to a file costs.
+write_bw=$(fio --name=seqwrite --filename=wtest.raw --rw=write --bs=1M --size=2G --end_fsync=1 \
+  --ioengine=psync --output-format=terse --terse-version=3 2>/dev/null |
+  awk -F';' '{printf "%.2f", $48 * 1024 / 1e9}')
+rm -f wtest.raw
 img_bw=$(fio_read img.raw)
 rm -f dense.raw
 
@@ -92,6 +97,7 @@ cat <<TABLE
 |---|---|---|---|
 | fio sequential read of a dense file, O_DIRECT, io_uring QD16, 1 MiB | | $disk_bw GB/s | the disk wall |
 | fio sequential read of the sparse image itself (same settings) | | $img_bw GB/s | whole-image read |
+| fio sequential buffered write + fsync, 1 MiB | | $write_bw GB/s | the restore write wall |
 | zstd -b1 -T2 on the changed bytes (in memory) | | $zstd_c GB/s compress, $zstd_d GB/s decompress | the compressor wall |
 | strata backup --full | ${full_s} s | $(gbps "$full_read" "$full_s") GB/s | |
 | strata backup --tracker (incremental) | ${inc_s} s | $(gbps "$inc_read" "$inc_s") GB/s | |
