@@ -2,6 +2,7 @@
 
 #include <cinttypes>
 #include <cstdio>
+#include <ctime>
 
 #include "extents/endian.h"
 
@@ -83,6 +84,15 @@ Result<uint64_t> ParseSize(const std::string& text) {
   else return bad();
   if (shift > 0 && v > (UINT64_MAX >> shift)) return bad();
   return v << shift;
+}
+
+std::string FormatTime(int64_t unix_ns) {
+  time_t secs = static_cast<time_t>(unix_ns / 1000000000);
+  struct tm tm;
+  gmtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
 }
 
 std::string JsonString(const std::string& s) {

@@ -40,6 +40,8 @@ class Args {
 
 // "65536", "64K", "64KiB", "1M", "2G", "1T" (binary multiples).
 Result<uint64_t> ParseSize(const std::string& text);
+// "2026-11-22T04:05:52Z" (UTC, ISO 8601) for a time in ns since the epoch.
+std::string FormatTime(int64_t unix_ns);
 // A JSON string literal with escapes.
 std::string JsonString(const std::string& s);
 // Prints "<tool>: <message>" to stderr and returns kExitFailure

@@ -22,15 +22,6 @@ namespace {
 
 // ---- shared helpers ----
 
-std::string TimeString(uint64_t ns) {
-  time_t t = static_cast<time_t>(ns / 1000000000);
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%SZ", &tm);
-  return buf;
-}
-
 std::string Rate(uint64_t bytes, double secs) {
   if (secs <= 0) return "-";
   return FormatBytes(static_cast<uint64_t>(static_cast<double>(bytes) / secs)) + "/s";
@@ -108,7 +99,7 @@ void PrintEntryJson(const CatalogEntry& e, bool trailing_comma) {
               ", \"stored_bytes\": %" PRIu64 "}%s\n",
               IdToHex(e.id).c_str(),
               IsNullId(e.parent) ? "null" : ("\"" + IdToHex(e.parent) + "\"").c_str(),
-              JsonString(TimeString(e.created_unix_ns)).c_str(), e.created_unix_ns,
+              JsonString(FormatTime(e.created_unix_ns)).c_str(), e.created_unix_ns,
               SourceKindName(e.source), JsonString(e.source_name).c_str(), e.disk_size,
               uint64_t{1} << e.granularity_shift, e.logical_bytes, e.stored_bytes,
               trailing_comma ? "," : "");
@@ -267,7 +258,7 @@ int ListMain(int argc, char** argv) {
     if (!e.source_name.empty()) src += " " + e.source_name;
     std::printf("%-32s  %-8s  %-20s  %-18s %10s %10s\n", IdToHex(e.id).c_str(),
                 IsNullId(e.parent) ? "-" : IdToHex(e.parent).substr(0, 8).c_str(),
-                TimeString(e.created_unix_ns).c_str(), src.c_str(),
+                FormatTime(e.created_unix_ns).c_str(), src.c_str(),
                 FormatBytes(e.logical_bytes).c_str(), FormatBytes(e.stored_bytes).c_str());
   }
   std::printf("%zu backups\n", es.size());
@@ -295,7 +286,7 @@ int InfoMain(int argc, char** argv) {
               "frames      %zu\nextents     %zu\nlogical     %s\nstored      %s (file %s)\n",
               (*r)->path().c_str(), IdToHex(h.id).c_str(),
               h.is_full() ? "- (full backup)" : IdToHex(h.parent_id).c_str(),
-              TimeString(h.created_unix_ns).c_str(), SourceKindName(h.source), h.source_name.c_str(),
+              FormatTime(h.created_unix_ns).c_str(), SourceKindName(h.source), h.source_name.c_str(),
               FormatBytes(h.disk_size).c_str(), h.disk_size,
               FormatBytes(uint64_t{1} << h.granularity_shift).c_str(), h.level,
               FormatBytes(h.chunk_size).c_str(), (*r)->index().frames.size(),

@@ -72,15 +72,6 @@ void PrintRecovery(const char* tool, const Tracker& t) {
   for (const std::string& p : r.problems) std::fprintf(stderr, "%s: warning: %s\n", tool, p.c_str());
 }
 
-std::string TimeString(int64_t unix_ns) {
-  time_t secs = static_cast<time_t>(unix_ns / 1000000000);
-  struct tm tm;
-  gmtime_r(&secs, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 std::string CheckpointJson(const CheckpointInfo& c) {
   char buf[160];
   std::snprintf(buf, sizeof buf,
@@ -172,7 +163,7 @@ int List(const Args& args, bool json) {
                 tr.intent_log_enabled() ? "on" : "off", list.size());
     std::printf("%8s  %-20s  %-24s %14s\n", "id", "created (UTC)", "name", "changed");
     for (const auto& c : list) {
-      std::printf("%8" PRIu64 "  %-20s  %-24s %14s\n", c.id, TimeString(c.created_unix_ns).c_str(),
+      std::printf("%8" PRIu64 "  %-20s  %-24s %14s\n", c.id, FormatTime(c.created_unix_ns).c_str(),
                   c.name.c_str(), c.generation_unknown ? "unknown" : FormatBytes(c.changed_bytes).c_str());
     }
   }
