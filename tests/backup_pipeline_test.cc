@@ -69,7 +69,8 @@ TEST_P(PipelineTest, RandomHistoriesRestoreEveryPoint) {
   std::vector<Point> points;
   ExtentSet changed = *ExtentSet::Create(kDisk, g);
   RandomWrites(disk, rng, &changed, 40);
-  const int generations = 12;
+  // Tens of generations for two histories, a dozen for the others (time).
+  const int generations = GetParam() < 2 ? 24 : 12;
   for (int gen = 0; gen < generations; ++gen) {
     auto img = OpenImage(disk);
     ASSERT_TRUE(img.has_value());
