@@ -102,7 +102,6 @@ int DemoMain(int argc, char** argv) {
   // 1. A sample disk, a tracker for it, a repository.
   auto t = Clock::now();
   {
-    std::string cmd = "generate";
     std::string sz = std::to_string(size), fill = "0.25", seed = "42";
     const char* gargv[] = {"generate", "--size", sz.c_str(), "--fill", fill.c_str(), "--seed",
                            seed.c_str(), disk.c_str(), nullptr};

@@ -122,6 +122,11 @@ Result<ArchiveHeader> DecodeHeader(std::span<const uint8_t> b, const std::string
   if (uint32_t f = LoadLE32(p + 12); f != 0) {
     return Status::Unsupported(file + ": archive uses unknown incompatible features " + Hex(f));
   }
+  // Reserved bytes (§3) must be zero.
+  if (LoadLE32(p + 20) != 0) return Corrupt(file, 20, "reserved bytes not zero");
+  for (int i = 90; i < 96; ++i) {
+    if (p[i] != 0) return Corrupt(file, static_cast<uint64_t>(i), "reserved bytes not zero");
+  }
   ArchiveHeader h;
   std::memcpy(h.id.data(), p + 24, 16);
   std::memcpy(h.parent_id.data(), p + 40, 16);

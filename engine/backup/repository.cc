@@ -232,8 +232,6 @@ Result<std::vector<std::unique_ptr<ArchiveReader>>> Repository::OpenChain(const 
     chain.push_back(std::move(r));
     if (full) break;
   }
-  std::vector<const ArchiveReader*> raw;
-  for (auto& r : chain) raw.push_back(r.get());
   return chain;
 }
 
