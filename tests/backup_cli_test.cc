@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <random>
 #include <regex>
@@ -90,6 +91,36 @@ TEST(BackupCli, FullScanRestoreVerifyMerge) {
   RunOk(S("restore --repo " + ShellQuote(repo) + " " + ShellQuote(out)));
   EXPECT_TRUE(testing::ReadFileBytes(out) == points[3]);
   RunOk(S("verify --repo " + ShellQuote(repo)));
+}
+
+// A restore that cannot fit fails before writing data, with one line naming
+// the output; O_DIRECT and page-cache restores agree byte for byte.
+TEST(BackupCli, RestoreToAFullDiskFailsClearly) {
+  testing::TempDir dir;
+  std::string disk = dir.File("disk.raw"), repo = dir.File("repo");
+  RunOk(S("generate --size 32M --fill 0.5 --seed 9 " + ShellQuote(disk)));
+  RunOk(S("init " + ShellQuote(repo)));
+  RunOk(S("backup --repo " + ShellQuote(repo) + " --full " + ShellQuote(disk)));
+  for (const char* flag : {"", "--no-direct "}) {
+    std::string out = dir.File(std::string("out") + (*flag ? "-buffered" : "") + ".raw");
+    auto r = RunCommand(S("restore --json " + std::string(flag) + "--repo " + ShellQuote(repo) + " " +
+                          ShellQuote(out)));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find(*flag ? "\"direct_io\": false" : "\"direct_io\": true"), std::string::npos)
+        << r.out;
+    EXPECT_TRUE(testing::ReadFileBytes(out) == testing::ReadFileBytes(disk)) << flag;
+  }
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (mount)";
+  std::string mnt = dir.File("small");
+  std::filesystem::create_directories(mnt);
+  ASSERT_EQ(RunCommand("mount -t tmpfs -o size=4M tmpfs " + ShellQuote(mnt)).exit_code, 0);
+  std::string out = mnt + "/out.raw";
+  auto r = RunCommand(S("restore --repo " + ShellQuote(repo) + " " + ShellQuote(out)));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find(out + ": allocating"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("No space left"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  (void)RunCommand("umount " + ShellQuote(mnt));
 }
 
 TEST(BackupCli, CorruptionIsReportedWithTheFile) {

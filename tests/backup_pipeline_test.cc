@@ -16,7 +16,9 @@
 namespace strata {
 namespace {
 
-constexpr uint64_t kDisk = (16 << 20) + 12288;  // not a multiple of the chunk
+// Not a multiple of the chunk, nor of the 4 KiB O_DIRECT alignment: the
+// restore writes the tail through the page cache.
+constexpr uint64_t kDisk = (16 << 20) + 12800;
 
 // Random writes to `path` (data, zeros, discards); adds them to `changed`.
 void RandomWrites(const std::string& path, std::mt19937_64& rng, ExtentSet* changed, int n) {
@@ -59,8 +61,11 @@ TEST_P(PipelineTest, RandomHistoriesRestoreEveryPoint) {
   testing::TempDir dir;
   const std::string disk = dir.File("disk.raw");
   { int fd = ::open(disk.c_str(), O_CREAT | O_RDWR, 0644); ASSERT_EQ(::ftruncate(fd, kDisk), 0); ::close(fd); }
-  Granularity g = *Granularity::FromBytes(GetParam() % 2 ? 4096 : 65536);
+  // 512-byte blocks make extents that O_DIRECT cannot write whole: their
+  // unaligned heads and tails go through the page cache.
+  Granularity g = *Granularity::FromBytes(GetParam() == 3 ? 512 : GetParam() % 2 ? 4096 : 65536);
   PipelineOptions opt;
+  opt.direct_io = GetParam() != 2;
   opt.chunk_size = GetParam() % 3 == 0 ? (256 << 10) : (1 << 20);
   opt.queue_depth = 1 + static_cast<unsigned>(rng() % 32);
   opt.workers = 1 + static_cast<unsigned>(rng() % 3);

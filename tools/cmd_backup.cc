@@ -83,6 +83,7 @@ Status ParsePipeline(const Args& a, PipelineOptions* o) {
   o->queue_depth = static_cast<unsigned>(qd);
   o->workers = static_cast<unsigned>(workers);
   o->memory_limit = mem;
+  if (a.Has("--no-direct")) o->direct_io = false;
   return Status::Ok();
 }
 
@@ -143,6 +144,8 @@ Options:
   --level N         zstd level (default 1)          --chunk-size N (default 1M)
   --queue-depth N   reads in flight (default 16)    --workers N (default: cores)
   --memory N        memory bound (default 256M)     --json   machine-readable result
+  --no-direct       read raw sources through the page cache (default O_DIRECT
+                    where aligned)
 Exit status: 0 success, 1 failure, 2 usage error. A failed or interrupted
 backup leaves the repository as it was.
 )";
@@ -152,7 +155,8 @@ int BackupMain(int argc, char** argv) {
   std::set<std::string> vf = {"--repo", "--bitmap", "--since-snapshot", "--tracker", "--since",
                               "--parent", "--format", "--granularity"};
   vf.insert(kPipelineFlags.begin(), kPipelineFlags.end());
-  auto a = Args::Parse(argc, argv, 1, vf, {"--help", "--json", "--full", "--scan", "--force"});
+  auto a = Args::Parse(argc, argv, 1, vf,
+                       {"--help", "--json", "--full", "--scan", "--force", "--no-direct"});
   if (!a) return Usage(tool, a.error().message());
   if (a->Has("--help")) {
     std::fputs(kBackupHelp, stdout);
@@ -301,7 +305,7 @@ int RestoreMain(int argc, char** argv) {
   const char* tool = "strata restore";
   std::set<std::string> vf = {"--repo", "--backup"};
   vf.insert(kPipelineFlags.begin(), kPipelineFlags.end());
-  auto a = Args::Parse(argc, argv, 1, vf, {"--help", "--json", "--force"});
+  auto a = Args::Parse(argc, argv, 1, vf, {"--help", "--json", "--force", "--no-direct"});
   if (!a) return Usage(tool, a.error().message());
   if (a->Has("--help")) {
     std::puts(
@@ -309,7 +313,12 @@ int RestoreMain(int argc, char** argv) {
         "Restores a backup (default: the latest) to OUTPUT, a raw image file (sparse:\n"
         "zero ranges become holes) or a block device. Every block is read from exactly\n"
         "one archive of the chain and written once; every checksum is verified.\n"
-        "An existing regular file is only overwritten with --force.");
+        "An existing regular file is only overwritten with --force. Data ranges are\n"
+        "allocated before writing (a full disk fails first) and aligned data is\n"
+        "written with O_DIRECT through io_uring.\n\n"
+        "Options:\n"
+        "  --queue-depth N   writes in flight (default 16)   --workers N (default: cores)\n"
+        "  --memory N        memory bound (default 256M)     --no-direct  use the page cache");
     return kExitOk;
   }
   if (!a->Has("--repo") || a->positional().size() != 1) return Usage(tool, "expected --repo REPO OUTPUT");
@@ -331,10 +340,14 @@ int RestoreMain(int argc, char** argv) {
   if (a->Has("--json")) {
     std::printf("{\"id\": \"%s\", \"output\": %s, \"chain\": %zu, \"data_bytes\": %" PRIu64
                 ", \"zero_bytes\": %" PRIu64 ", \"frames_read\": %" PRIu64
-                ", \"stored_bytes_read\": %" PRIu64 ", \"seconds\": %.3f}\n",
+                ", \"stored_bytes_read\": %" PRIu64 ", \"seconds\": %.3f, \"io_uring\": %s"
+                ", \"direct_io\": %s, \"registered_buffers\": %s, \"notice\": %s}\n",
                 IdToHex((*e)->id).c_str(), JsonString(out).c_str(), stats->chain_length, stats->data_bytes,
-                stats->zero_bytes, stats->frames_read, stats->stored_bytes_read, stats->seconds);
+                stats->zero_bytes, stats->frames_read, stats->stored_bytes_read, stats->seconds,
+                stats->used_uring ? "true" : "false", stats->used_direct ? "true" : "false",
+                stats->registered_buffers ? "true" : "false", JsonString(stats->notice).c_str());
   } else {
+    if (!stats->notice.empty()) std::fprintf(stderr, "%s: note: %s\n", tool, stats->notice.c_str());
     std::printf("restored %s (chain of %zu) to %s: %s data, %s zeros, %.2f s (%s)\n",
                 IdToHex((*e)->id).c_str(), stats->chain_length, out.c_str(),
                 FormatBytes(stats->data_bytes).c_str(), FormatBytes(stats->zero_bytes).c_str(),

@@ -198,16 +198,28 @@ Result<ExtentSet> ArchiveReader::Coverage() const {
 
 Status ArchiveReader::ReadFrame(uint32_t i, std::vector<uint8_t>* raw, ZSTD_DCtx* dctx) const {
   if (i >= index_.frames.size()) return Status::InvalidArgument(path_ + ": no frame " + std::to_string(i));
+  raw->resize(index_.frames[i].raw_size);
+  std::vector<uint8_t> comp;
+  return ReadFrame(i, std::span<uint8_t>(*raw), &comp, dctx);
+}
+
+Status ArchiveReader::ReadFrame(uint32_t i, std::span<uint8_t> raw, std::vector<uint8_t>* comp,
+                                ZSTD_DCtx* dctx) const {
+  if (i >= index_.frames.size()) return Status::InvalidArgument(path_ + ": no frame " + std::to_string(i));
   const FrameRecord& f = index_.frames[i];
-  std::vector<uint8_t> comp(f.compressed_size);
-  STRATA_RETURN_IF_ERROR(file_->ReadFull(f.file_offset, comp));
-  if (Xxh3_64(comp.data(), comp.size()) != f.compressed_xxh3) {
+  if (raw.size() < f.raw_size) {
+    return Status::InvalidArgument(path_ + ": frame " + std::to_string(i) + " needs a buffer of " +
+                                   std::to_string(f.raw_size) + " bytes");
+  }
+  if (comp->size() < f.compressed_size) comp->resize(f.compressed_size);
+  std::span<uint8_t> c(comp->data(), f.compressed_size);
+  STRATA_RETURN_IF_ERROR(file_->ReadFull(f.file_offset, c));
+  if (Xxh3_64(c.data(), c.size()) != f.compressed_xxh3) {
     return Status::Corruption(path_ + ": frame " + std::to_string(i) + " at byte " +
                               Hex(f.file_offset) + " fails its checksum");
   }
-  raw->resize(f.raw_size);
-  size_t n = dctx ? ZSTD_decompressDCtx(dctx, raw->data(), raw->size(), comp.data(), comp.size())
-                  : ZSTD_decompress(raw->data(), raw->size(), comp.data(), comp.size());
+  size_t n = dctx ? ZSTD_decompressDCtx(dctx, raw.data(), f.raw_size, c.data(), c.size())
+                  : ZSTD_decompress(raw.data(), f.raw_size, c.data(), c.size());
   if (ZSTD_isError(n) || n != f.raw_size) {
     return Status::Corruption(path_ + ": frame " + std::to_string(i) + " at byte " +
                               Hex(f.file_offset) + " does not decompress to " +

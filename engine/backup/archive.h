@@ -78,6 +78,12 @@ class ArchiveReader {
   // Reads frame `i` into `raw` (resized to its raw size), checking the
   // compressed bytes' XXH3-64 and the decompressed size. `dctx` may be null.
   Status ReadFrame(uint32_t i, std::vector<uint8_t>* raw, ZSTD_DCtx_s* dctx) const;
+  // The same into caller-owned memory, for pipelines that reuse buffers:
+  // `raw` must hold at least the frame's raw size (kInvalidArgument
+  // otherwise) and receives it at its start; `comp` is scratch space for the
+  // compressed bytes, grown as needed.
+  Status ReadFrame(uint32_t i, std::span<uint8_t> raw, std::vector<uint8_t>* comp,
+                   ZSTD_DCtx_s* dctx) const;
   // Checks an extent's XXH3-128 against bytes taken from its frame.
   Status CheckExtent(const ExtentRecord& e, std::span<const uint8_t> frame_raw) const;
 

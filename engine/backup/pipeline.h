@@ -31,7 +31,7 @@ struct PipelineOptions {
   unsigned workers = 0;                // 0: one per core
   uint64_t memory_limit = 256ull << 20;
   uint64_t coalesce_gap = 256 << 10;   // read through gaps up to this size
-  bool direct_io = true;               // O_DIRECT for raw sources when aligned
+  bool direct_io = true;               // O_DIRECT for raw sources and restore output when aligned
   // Called from the writing thread with (bytes done, bytes planned).
   std::function<void(uint64_t, uint64_t)> progress;
 };
@@ -83,6 +83,9 @@ struct RestoreStats {
   size_t chain_length = 0;
   double seconds = 0;
   bool used_uring = false;
+  bool used_direct = false;        // aligned data written with O_DIRECT
+  bool registered_buffers = false;
+  std::string notice;              // e.g. why O_DIRECT or io_uring was not used
 };
 
 // Checks that chain[i]'s parent is chain[i+1] (id and identity), that all

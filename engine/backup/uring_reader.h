@@ -45,7 +45,7 @@ class UringQueue {
   virtual unsigned depth() const = 0;
   virtual bool uses_uring() const = 0;
   virtual bool uses_registered_buffers() const = 0;
-  // Why io_uring or buffer registration is not used ("" when it is).
+  // Why io_uring is not used ("" when it is).
   virtual const std::string& notice() const = 0;
 };
 

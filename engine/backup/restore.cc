@@ -1,0 +1,366 @@
+#include "engine/backup/pipeline.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "engine/backup/pipeline_internal.h"
+#include "engine/backup/uring_reader.h"
+#include "extents/endian.h"
+#include "formats/file.h"
+
+namespace strata {
+
+using internal::AlignedBuffer;
+using internal::Clock;
+using internal::Resolve;
+using internal::CCtxDeleter;
+using internal::DCtxDeleter;
+using internal::kDirectAlign;
+using internal::Segment;
+using internal::SegIsZero;
+using internal::Since;
+using internal::WorkerCount;
+
+namespace {
+
+// Bytes written between background syncs of the output (see BackgroundSync).
+constexpr uint64_t kBackgroundSyncBytes = 128 << 20;
+
+struct FdCloser {
+  int fd = -1;
+  ~FdCloser() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+// The part of a guest range [offset, offset+length) held at `p` that can be
+// written with O_DIRECT: offset, length and address all multiples of
+// kDirectAlign. Empty when the address and the offset are not congruent
+// (the whole range is then written through the page cache).
+ByteExtent DirectPart(uint64_t offset, uint64_t length, const uint8_t* p) {
+  auto addr = reinterpret_cast<uintptr_t>(p);
+  if ((addr - offset) % kDirectAlign != 0) return {offset, 0};
+  uint64_t a = (offset + kDirectAlign - 1) / kDirectAlign * kDirectAlign;
+  uint64_t b = (offset + length) / kDirectAlign * kDirectAlign;
+  return a < b ? ByteExtent{a, b - a} : ByteExtent{offset, 0};
+}
+
+Status PwriteAll(int fd, const uint8_t* p, uint64_t offset, uint64_t length,
+                 const std::string& output) {
+  for (uint64_t done = 0; done < length;) {
+    ssize_t n = ::pwrite(fd, p + done, length - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return Status::FromErrno(n < 0 ? errno : EIO, output + ": write at " + Hex(offset + done));
+    done += static_cast<uint64_t>(n);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<RestoreStats> RunRestore(const std::vector<const ArchiveReader*>& chain,
+                                const std::string& output, const PipelineOptions& opt) {
+  auto t0 = Clock::now();
+  STRATA_ASSIGN_OR_RETURN(std::vector<Segment> segs, Resolve(chain));
+  const uint64_t disk_size = chain[0]->header().disk_size;
+  struct stat st;
+  bool is_blk = ::stat(output.c_str(), &st) == 0 && S_ISBLK(st.st_mode);
+  FdCloser fd{::open(output.c_str(), O_RDWR | O_CLOEXEC | (is_blk ? 0 : O_CREAT | O_TRUNC), 0644)};
+  if (fd.fd < 0) return Status::FromErrno(errno, output);
+  if (is_blk) {
+    uint64_t dev_size = 0;
+    if (::ioctl(fd.fd, BLKGETSIZE64, &dev_size) != 0) {
+      return Status::FromErrno(errno, output + ": BLKGETSIZE64");
+    }
+    if (dev_size < disk_size) {
+      return Status::InvalidArgument(output + ": device holds " + std::to_string(dev_size) +
+                                     " bytes, the backup needs " + std::to_string(disk_size));
+    }
+  } else if (::ftruncate(fd.fd, static_cast<off_t>(disk_size)) != 0) {
+    return Status::FromErrno(errno, output + ": truncate");
+  }
+  RestoreStats stats;
+  // Aligned data goes through a second, O_DIRECT descriptor: filling the
+  // page cache of a file as large as the disk and writing it back at fsync
+  // cost most of a buffered restore's time (docs/benchmarks.md). Pages the
+  // direct writes cover are never touched through the buffered descriptor,
+  // which takes only unaligned heads and tails.
+  FdCloser dfd;
+  if (opt.direct_io) {
+    dfd.fd = ::open(output.c_str(), O_WRONLY | O_CLOEXEC | O_DIRECT);
+    if (dfd.fd < 0) stats.notice = "O_DIRECT unavailable on " + output + " (" + std::strerror(errno) + ")";
+  }
+  // Group data segments by (archive, frame): each frame is read and
+  // decompressed once; every block is written exactly once.
+  struct Task {
+    int archive;
+    uint32_t frame;
+    size_t first, count;  // indices into `data`
+  };
+  std::vector<Segment> data;
+  uint32_t max_raw = 0;
+  for (const Segment& s : segs) {
+    if (SegIsZero(chain, s)) {
+      stats.zero_bytes += s.length;
+      if (is_blk) {  // a device keeps old contents: zero explicitly
+        uint64_t range[2] = {s.offset, s.length};
+        if (::ioctl(fd.fd, BLKZEROOUT, range) != 0) {
+          return Status::FromErrno(errno, output + ": zeroing " + Hex(s.offset));
+        }
+      }
+    } else {
+      data.push_back(s);
+      stats.data_bytes += s.length;
+      const ArchiveReader& a = *chain[s.archive];
+      max_raw = std::max(max_raw, a.index().frames[a.index().extents[s.extent].frame].raw_size);
+    }
+  }
+  // Allocate the data ranges up front (`data` is still in guest order): a
+  // full disk fails here, before anything is written, and direct writes land
+  // in allocated blocks instead of allocating extent by extent, which ext4
+  // serialises (docs/benchmarks.md). Holes stay holes.
+  if (!is_blk) {
+    for (size_t i = 0; i < data.size();) {
+      uint64_t start = data[i].offset, end = start + data[i].length;
+      for (++i; i < data.size() && data[i].offset == end; ++i) end += data[i].length;
+      if (::fallocate(fd.fd, 0, static_cast<off_t>(start), static_cast<off_t>(end - start)) != 0) {
+        if (errno == EOPNOTSUPP || errno == ENOSYS) break;  // e.g. some FUSE or NFS mounts
+        return Status::FromErrno(errno, output + ": allocating " + Hex(start) + "+" + Hex(end - start));
+      }
+    }
+  }
+  std::stable_sort(data.begin(), data.end(), [&](const Segment& x, const Segment& y) {
+    if (x.archive != y.archive) return x.archive < y.archive;
+    return chain[x.archive]->index().extents[x.extent].frame <
+           chain[y.archive]->index().extents[y.extent].frame;
+  });
+  std::vector<Task> tasks;
+  for (size_t i = 0; i < data.size(); ++i) {
+    uint32_t f = chain[data[i].archive]->index().extents[data[i].extent].frame;
+    if (!tasks.empty() && tasks.back().archive == data[i].archive && tasks.back().frame == f) {
+      ++tasks.back().count;
+    } else {
+      tasks.push_back({data[i].archive, f, i, 1});
+    }
+  }
+  stats.frames_read = tasks.size();
+  stats.chain_length = chain.size();
+
+  // Workers read, decompress and verify frames into a fixed pool of aligned
+  // buffers (allocated once: first touches of fresh memory are slow here);
+  // this thread writes their extents through io_uring and recycles a buffer
+  // when all its writes are done. Memory is bounded by the pool whatever the
+  // disk size.
+  const unsigned nw = WorkerCount(opt);
+  const size_t buf_size = std::max<size_t>(kDirectAlign, (size_t{max_raw} + kDirectAlign - 1) /
+                                                             kDirectAlign * kDirectAlign);
+  const size_t pool_size = std::max<size_t>(
+      2, std::min<uint64_t>(opt.queue_depth + 2 * nw, opt.memory_limit / (2 * buf_size)));
+  std::vector<std::unique_ptr<AlignedBuffer>> pool;
+  std::vector<std::span<uint8_t>> spans;
+  std::vector<size_t> free_bufs;
+  if (!tasks.empty()) {
+    for (size_t i = 0; i < std::min(pool_size, tasks.size()); ++i) {
+      pool.push_back(std::make_unique<AlignedBuffer>(buf_size));
+      spans.emplace_back(pool.back()->p, buf_size);
+      free_bufs.push_back(i);
+    }
+  }
+  struct Job {
+    size_t task, buf;
+    size_t pending = 0;  // writes in flight
+  };
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t next = 0;
+  std::deque<Job> ready;
+  Status error;
+  bool stop = false;
+  uint64_t stored_read = 0;
+  auto worker = [&] {
+    std::unique_ptr<ZSTD_DCtx, DCtxDeleter> dctx(ZSTD_createDCtx());
+    std::vector<uint8_t> comp;
+    while (true) {
+      Job job;
+      {
+        std::unique_lock<std::mutex> l(mu);
+        cv.wait(l, [&] { return stop || next >= tasks.size() || !free_bufs.empty(); });
+        if (stop || next >= tasks.size()) return;
+        job.task = next++;
+        job.buf = free_bufs.back();
+        free_bufs.pop_back();
+      }
+      const Task& task = tasks[job.task];
+      const ArchiveReader& a = *chain[task.archive];
+      const uint32_t raw_size = a.index().frames[task.frame].raw_size;
+      Status s = a.ReadFrame(task.frame, spans[job.buf], &comp, dctx.get());
+      std::span<const uint8_t> raw(spans[job.buf].data(), raw_size);
+      uint32_t checked = ExtentRecord::kZeroFrame;
+      for (size_t i = task.first; s.ok() && i < task.first + task.count; ++i) {
+        if (checked != data[i].extent) {
+          s = a.CheckExtent(a.index().extents[data[i].extent], raw);
+          checked = data[i].extent;
+        }
+      }
+      std::lock_guard<std::mutex> l(mu);
+      if (!s.ok()) {
+        if (error.ok()) error = s;
+        stop = true;
+      } else {
+        stored_read += a.index().frames[task.frame].compressed_size;
+        ready.push_back(job);
+      }
+      cv.notify_all();
+    }
+  };
+  std::vector<std::thread> threads;
+  for (unsigned i = 0; i < nw; ++i) threads.emplace_back(worker);
+
+  bool direct = dfd.fd >= 0;
+  BackgroundSync background([&]() -> Status {
+    if (::fdatasync(fd.fd) != 0) return Status::FromErrno(errno, output + ": fdatasync");
+    return Status::Ok();
+  }, kBackgroundSyncBytes);
+  auto q = UringQueue::Create(direct ? dfd.fd : fd.fd, std::max(1u, opt.queue_depth), spans);
+  stats.used_uring = q->uses_uring();
+  std::map<size_t, Job> writing;  // by task
+  uint64_t written = 0;
+  size_t finished = 0;
+  std::vector<UringQueue::Completion> done;
+  Status werr;
+  constexpr uint64_t kDirectTag = 1u << 31;  // tag bit: the write went through dfd
+  // Where segment `i` of a task's frame lies in its buffer.
+  auto seg_data = [&](const Job& j, size_t i) {
+    const Segment& seg = data[tasks[j.task].first + i];
+    const ExtentRecord& e = chain[seg.archive]->index().extents[seg.extent];
+    return spans[j.buf].data() + e.offset_in_frame + (seg.offset - e.guest_offset);
+  };
+  // Reaps completed writes. A short write is finished through the page
+  // cache; a direct write the file system refuses (EINVAL) too, and the
+  // rest of the restore then stays buffered.
+  auto reap = [&] {
+    done.clear();
+    werr = q->Reap(&done);
+    for (const auto& c : done) {
+      Job& j = writing.at(c.tag >> 32);
+      const size_t i = c.tag & 0x7fffffff;
+      const bool was_direct = (c.tag & kDirectTag) != 0;
+      const Segment& seg = data[tasks[j.task].first + i];
+      const uint8_t* p = seg_data(j, i);
+      --j.pending;
+      ByteExtent part = was_direct ? DirectPart(seg.offset, seg.length, p) : ByteExtent{seg.offset, seg.length};
+      uint64_t from = 0;
+      if (c.result >= 0) {
+        from = static_cast<uint64_t>(c.result);
+      } else if (was_direct && c.result == -EINVAL) {
+        direct = false;
+        stats.notice = output + ": O_DIRECT write refused (EINVAL); writing through the page cache";
+      } else {
+        werr = Status::FromErrno(static_cast<int>(-c.result), output + ": write at " + Hex(part.offset));
+        continue;
+      }
+      if (from < part.length && werr.ok()) {
+        werr = PwriteAll(fd.fd, p + (part.offset - seg.offset) + from, part.offset + from,
+                         part.length - from, output);
+      }
+    }
+  };
+  while (werr.ok() && finished < tasks.size()) {
+    std::optional<Job> job;
+    {
+      std::unique_lock<std::mutex> l(mu);
+      // Block for new work only when no write is in flight to reap.
+      if (q->outstanding() == 0) cv.wait(l, [&] { return stop || !ready.empty(); });
+      if (stop) break;
+      if (!ready.empty()) {
+        job = ready.front();
+        ready.pop_front();
+      }
+    }
+    if (job) {
+      const size_t t = job->task;
+      Job& j = writing[t] = *job;
+      const Task& task = tasks[t];
+      for (size_t i = 0; werr.ok() && i < task.count; ++i) {
+        const Segment& seg = data[task.first + i];
+        uint8_t* p = seg_data(j, i);
+        written += seg.length;
+        ByteExtent part{seg.offset, seg.length};
+        if (direct) {
+          // Unaligned head and tail through the page cache; the rest direct.
+          part = DirectPart(seg.offset, seg.length, p);
+          if (part.length == 0) {
+            werr = PwriteAll(fd.fd, p, seg.offset, seg.length, output);
+            continue;
+          }
+          werr = PwriteAll(fd.fd, p, seg.offset, part.offset - seg.offset, output);
+          if (werr.ok()) {
+            werr = PwriteAll(fd.fd, p + (part.end() - seg.offset), part.end(), seg.offset + seg.length - part.end(),
+                             output);
+          }
+        } else if (dfd.fd >= 0) {  // O_DIRECT was refused mid-way: the queue is on dfd
+          werr = PwriteAll(fd.fd, p, seg.offset, seg.length, output);
+          continue;
+        }
+        while (werr.ok() && q->outstanding() >= q->depth()) reap();
+        if (!werr.ok()) break;
+        werr = q->Submit(UringQueue::Op::kWrite, part.offset,
+                         {p + (part.offset - seg.offset), part.length}, static_cast<int>(j.buf),
+                         (uint64_t{t} << 32) | i | (direct ? kDirectTag : 0));
+        if (werr.ok()) ++j.pending;
+        background.Wrote(part.length);
+      }
+    } else if (q->outstanding() > 0) {
+      reap();
+    }
+    // Recycle buffers whose writes are all done.
+    for (auto it = writing.begin(); it != writing.end();) {
+      if (it->second.pending == 0) {
+        {
+          std::lock_guard<std::mutex> l(mu);
+          free_bufs.push_back(it->second.buf);
+        }
+        cv.notify_all();
+        it = writing.erase(it);
+        ++finished;
+      } else {
+        ++it;
+      }
+    }
+    if (opt.progress) opt.progress(written, stats.data_bytes);
+  }
+  {
+    std::lock_guard<std::mutex> l(mu);
+    stop = true;
+    if (!werr.ok() && error.ok()) error = werr;
+  }
+  cv.notify_all();
+  for (auto& th : threads) th.join();
+  done.clear();
+  while (q->outstanding() > 0 && q->Reap(&done).ok()) done.clear();  // before buffers go
+  if (!error.ok()) return error;
+  if (::fsync(fd.fd) != 0 && !is_blk) return Status::FromErrno(errno, output + ": fsync");
+  stats.used_direct = dfd.fd >= 0 && direct;
+  stats.registered_buffers = q->uses_registered_buffers();
+  if (stats.notice.empty()) stats.notice = q->notice();
+  stats.stored_bytes_read = stored_read;
+  stats.seconds = Since(t0);
+  return stats;
+}
+
+}  // namespace strata
