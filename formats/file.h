@@ -12,9 +12,11 @@
 
 #include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <span>
 #include <string>
 #include <thread>
@@ -57,6 +59,26 @@ enum class OpenMode {
 // `direct` asks for O_DIRECT (callers then align buffers and offsets).
 Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, OpenMode mode,
                                             bool direct = false);
+
+// Allocates page-aligned memory (address and size multiples of 4096), as
+// O_DIRECT needs for its buffers: std::vector<uint8_t, PageAlignedAllocator<uint8_t>>.
+template <class T>
+struct PageAlignedAllocator {
+  using value_type = T;
+  static constexpr size_t kAlign = 4096;
+  PageAlignedAllocator() = default;
+  template <class U>
+  PageAlignedAllocator(const PageAlignedAllocator<U>&) {}  // NOLINT: allocator rebind
+  T* allocate(size_t n) {
+    size_t bytes = (n * sizeof(T) + kAlign - 1) / kAlign * kAlign;
+    void* p = std::aligned_alloc(kAlign, bytes);
+    if (p == nullptr) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t) { std::free(p); }
+  template <class U>
+  bool operator==(const PageAlignedAllocator<U>&) const { return true; }
+};
 
 // Runs `sync` on a background thread each time at least `every` more bytes
 // have been reported written, so that the final sync of a long write waits

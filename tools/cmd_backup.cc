@@ -142,7 +142,7 @@ Options:
   --granularity N   block size of a full backup (default 64K; incrementals
                     take the parent's)
   --level N         zstd level (default 1)          --chunk-size N (default 1M)
-  --queue-depth N   reads in flight (default 16)    --workers N (default: cores)
+  --queue-depth N   reads in flight (default 32)    --workers N (default: cores)
   --memory N        memory bound (default 256M)     --json   machine-readable result
   --no-direct       read raw sources through the page cache (default O_DIRECT
                     where aligned)
@@ -317,7 +317,7 @@ int RestoreMain(int argc, char** argv) {
         "allocated before writing (a full disk fails first) and aligned data is\n"
         "written with O_DIRECT through io_uring.\n\n"
         "Options:\n"
-        "  --queue-depth N   writes in flight (default 16)   --workers N (default: cores)\n"
+        "  --queue-depth N   writes in flight (default 32)   --workers N (default: cores)\n"
         "  --memory N        memory bound (default 256M)     --no-direct  use the page cache");
     return kExitOk;
   }

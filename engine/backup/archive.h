@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "engine/backup/archive_format.h"
+#include "engine/backup/uring_reader.h"
 #include "extents/extent_set.h"
 #include "formats/file.h"
 
@@ -45,16 +46,37 @@ class ArchiveWriter {
 
  private:
   ArchiveWriter() = default;
-  Status Flush();
+  using Buffer = std::vector<uint8_t, PageAlignedAllocator<uint8_t>>;
+  // A write handed to the queue; its buffer is reused once it completes.
+  struct Write {
+    Buffer buf;
+    uint64_t offset = 0;
+    size_t length = 0;  // bytes submitted (the last one padded for O_DIRECT)
+    size_t real = 0;    // bytes of the archive in it
+    bool busy = false;
+  };
+
+  // Hands the buffered bytes to the write queue; with O_DIRECT only whole
+  // 4 KiB blocks until `last`, which pads the tail, waits for every write
+  // and truncates the file back to its size.
+  Status Flush(bool last = false);
+  // Waits for one write to complete (finishing a short or refused one
+  // through the page cache).
+  Status ReapOne();
   Status CheckOrder(uint64_t offset, uint64_t length);
   void AddZero(uint64_t guest_offset, uint32_t length);
 
   std::string final_path_, temp_path_;
   std::unique_ptr<File> file_;
+  std::unique_ptr<File> direct_file_;  // O_DIRECT descriptor of the same file, if any
+  std::unique_ptr<UringQueue> queue_;  // archive writes in flight, on direct_file_ or file_
+  std::vector<Write> writes_;
+  bool direct_refused_ = false;  // O_DIRECT writes failed: the rest goes through file_
+  std::unique_ptr<BackgroundSync> background_;  // syncs file_ as it grows
   ArchiveHeader header_;
   uint64_t header_checksum_ = 0;
   ArchiveIndex index_;
-  std::vector<uint8_t> buf_;  // pending bytes at file offset buf_offset_
+  Buffer buf_;  // pending bytes at file offset buf_offset_
   uint64_t buf_offset_ = 0, data_end_ = 0, guest_end_ = 0;
   bool finished_ = false;
 };

@@ -27,7 +27,7 @@ namespace strata {
 struct PipelineOptions {
   int level = 1;                       // zstd level (1: see docs/benchmarks.md)
   uint32_t chunk_size = 1 << 20;       // guest bytes per frame at most (raised to the granularity)
-  unsigned queue_depth = 16;           // reads (writes) in flight
+  unsigned queue_depth = 32;           // reads (writes) in flight (see docs/benchmarks.md)
   unsigned workers = 0;                // 0: one per core
   uint64_t memory_limit = 256ull << 20;
   uint64_t coalesce_gap = 256 << 10;   // read through gaps up to this size
