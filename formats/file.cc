@@ -290,42 +290,4 @@ Result<std::vector<uint8_t>> ReadWholeFile(const std::string& path) {
   return buf;
 }
 
-BackgroundSync::BackgroundSync(std::function<Status()> sync, uint64_t every)
-    : sync_(std::move(sync)), every_(std::max<uint64_t>(every, 1)), thread_([this] { Loop(); }) {}
-
-BackgroundSync::~BackgroundSync() { (void)Finish(); }
-
-void BackgroundSync::Wrote(uint64_t bytes) {
-  bool wake;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    unsynced_ += bytes;
-    wake = unsynced_ >= every_;
-  }
-  if (wake) cv_.notify_one();
-}
-
-void BackgroundSync::Loop() {
-  std::unique_lock<std::mutex> l(mu_);
-  while (true) {
-    cv_.wait(l, [&] { return stop_ || unsynced_ >= every_; });
-    if (stop_) return;
-    unsynced_ = 0;
-    l.unlock();
-    Status s = sync_();
-    l.lock();
-    if (!s.ok() && error_.ok()) error_ = s;
-  }
-}
-
-Status BackgroundSync::Finish() {
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    stop_ = true;
-  }
-  cv_.notify_one();
-  if (thread_.joinable()) thread_.join();
-  return error_;
-}
-
 }  // namespace strata

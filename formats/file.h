@@ -10,16 +10,13 @@
 #ifndef STRATA_FORMATS_FILE_H_
 #define STRATA_FORMATS_FILE_H_
 
-#include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <new>
 #include <span>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "extents/status.h"
@@ -78,37 +75,6 @@ struct PageAlignedAllocator {
   void deallocate(T* p, size_t) { std::free(p); }
   template <class U>
   bool operator==(const PageAlignedAllocator<U>&) const { return true; }
-};
-
-// Runs `sync` on a background thread each time at least `every` more bytes
-// have been reported written, so that the final sync of a long write waits
-// only for the tail: the device's write-back (on a VM, the host's as well)
-// overlaps the work producing the data instead of following it. Only a
-// speed-up: callers still make their final sync. The first error of a
-// background sync is kept and returned by Finish().
-// Thread safety: Wrote() from one thread; `sync` must be safe to run
-// concurrently with the caller's writes (PosixFile, fsync on a descriptor).
-class BackgroundSync {
- public:
-  BackgroundSync(std::function<Status()> sync, uint64_t every);
-  ~BackgroundSync();  // waits for a sync in progress
-  BackgroundSync(const BackgroundSync&) = delete;
-  BackgroundSync& operator=(const BackgroundSync&) = delete;
-
-  void Wrote(uint64_t bytes);
-  // Stops the thread; returns the first background error.
-  Status Finish();
-
- private:
-  void Loop();
-  std::function<Status()> sync_;
-  const uint64_t every_;
-  uint64_t unsynced_ = 0;  // guarded by mu_
-  bool stop_ = false;
-  Status error_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::thread thread_;
 };
 
 // A growable in-memory file.

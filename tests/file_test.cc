@@ -5,10 +5,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
-#include <chrono>
-#include <condition_variable>
 #include <filesystem>
-#include <mutex>
 
 #include "tests/test_util.h"
 
@@ -96,32 +93,4 @@ TEST(PosixFile, ErrorsNameTheFile) {
 }
 
 }  // namespace
-TEST(BackgroundSync, SyncsEveryThresholdAndKeepsTheFirstError) {
-  std::mutex mu;
-  std::condition_variable cv;
-  int calls = 0;
-  BackgroundSync bg([&] {
-    std::lock_guard<std::mutex> l(mu);
-    ++calls;
-    cv.notify_all();
-    return calls == 2 ? Status::FromErrno(EIO, "out.raw: fdatasync") : Status::Ok();
-  }, 100);
-  bg.Wrote(60);  // below the threshold: no sync
-  bg.Wrote(60);  // 120 >= 100: one sync
-  {
-    std::unique_lock<std::mutex> l(mu);
-    ASSERT_TRUE(cv.wait_for(l, std::chrono::seconds(10), [&] { return calls == 1; }));
-  }
-  bg.Wrote(100);
-  {
-    std::unique_lock<std::mutex> l(mu);
-    ASSERT_TRUE(cv.wait_for(l, std::chrono::seconds(10), [&] { return calls == 2; }));
-  }
-  Status s = bg.Finish();
-  EXPECT_EQ(s.code(), StatusCode::kIoError);
-  EXPECT_NE(s.message().find("out.raw"), std::string::npos);
-  EXPECT_EQ(calls, 2);
-  EXPECT_EQ(bg.Finish().code(), StatusCode::kIoError);  // idempotent
-}
-
 }  // namespace strata

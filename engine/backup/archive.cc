@@ -17,9 +17,6 @@ namespace strata {
 namespace {
 constexpr size_t kWriteBuffer = 4 << 20;
 constexpr unsigned kWritesInFlight = 4;
-// Archive bytes between background syncs: write-back of a large archive
-// overlaps its compression instead of all waiting in Finish's fsync.
-constexpr uint64_t kBackgroundSyncBytes = 64 << 20;
 constexpr uint64_t kMaxIndexBytes = uint64_t{1} << 32;
 }  // namespace
 
@@ -64,9 +61,6 @@ Result<std::unique_ptr<ArchiveWriter>> ArchiveWriter::Create(const std::string& 
   w->buf_.assign(h.begin(), h.end());
   w->buf_.reserve(kWriteBuffer + (1 << 20));
   w->data_end_ = h.size();
-  File* file = w->file_.get();
-  w->background_ = std::make_unique<BackgroundSync>([file] { return file->Sync(); },
-                                                    kBackgroundSyncBytes);
   return w;
 }
 
@@ -75,7 +69,6 @@ ArchiveWriter::~ArchiveWriter() {
   std::vector<UringQueue::Completion> done;
   while (queue_ && queue_->outstanding() > 0 && queue_->Reap(&done).ok()) done.clear();
   queue_.reset();
-  background_.reset();
   if (!finished_ && !temp_path_.empty()) {
     direct_file_.reset();
     file_.reset();
@@ -93,7 +86,6 @@ Status ArchiveWriter::Flush(bool last) {
   if (n > 0 && direct_refused_) {
     STRATA_RETURN_IF_ERROR(file_->Write(buf_offset_, {buf_.data(), real}));
     buf_offset_ += real;
-    background_->Wrote(real);
     buf_.clear();
   } else if (n > 0) {
     auto is_free = [](const Write& w) { return !w.busy; };
@@ -114,7 +106,6 @@ Status ArchiveWriter::Flush(bool last) {
                                           static_cast<uint64_t>(&w - writes_.data())));
     w.busy = true;
     buf_offset_ += w.real;
-    background_->Wrote(w.real);
   }
   if (last) {
     while (queue_->outstanding() > 0) STRATA_RETURN_IF_ERROR(ReapOne());
@@ -214,7 +205,6 @@ Result<ArchiveFooter> ArchiveWriter::Finish() {
   buf_.insert(buf_.end(), idx.begin(), idx.end());
   buf_.insert(buf_.end(), foot.begin(), foot.end());
   STRATA_RETURN_IF_ERROR(Flush(/*last=*/true));
-  STRATA_RETURN_IF_ERROR(background_->Finish());
   queue_.reset();
   direct_file_.reset();
   STRATA_RETURN_IF_ERROR(file_->Sync());

@@ -72,7 +72,6 @@ class ArchiveWriter {
   std::unique_ptr<UringQueue> queue_;  // archive writes in flight, on direct_file_ or file_
   std::vector<Write> writes_;
   bool direct_refused_ = false;  // O_DIRECT writes failed: the rest goes through file_
-  std::unique_ptr<BackgroundSync> background_;  // syncs file_ as it grows
   ArchiveHeader header_;
   uint64_t header_checksum_ = 0;
   ArchiveIndex index_;

@@ -21,7 +21,6 @@
 #include "engine/backup/pipeline_internal.h"
 #include "engine/backup/uring_reader.h"
 #include "extents/endian.h"
-#include "formats/file.h"
 
 namespace strata {
 
@@ -37,9 +36,6 @@ using internal::Since;
 using internal::WorkerCount;
 
 namespace {
-
-// Bytes written between background syncs of the output (see BackgroundSync).
-constexpr uint64_t kBackgroundSyncBytes = 128 << 20;
 
 struct FdCloser {
   int fd = -1;
@@ -232,10 +228,6 @@ Result<RestoreStats> RunRestore(const std::vector<const ArchiveReader*>& chain,
   for (unsigned i = 0; i < nw; ++i) threads.emplace_back(worker);
 
   bool direct = dfd.fd >= 0;
-  BackgroundSync background([&]() -> Status {
-    if (::fdatasync(fd.fd) != 0) return Status::FromErrno(errno, output + ": fdatasync");
-    return Status::Ok();
-  }, kBackgroundSyncBytes);
   auto q = UringQueue::Create(direct ? dfd.fd : fd.fd, std::max(1u, opt.queue_depth), spans);
   stats.used_uring = q->uses_uring();
   std::map<size_t, Job> writing;  // by task
@@ -323,7 +315,6 @@ Result<RestoreStats> RunRestore(const std::vector<const ArchiveReader*>& chain,
                          {p + (part.offset - seg.offset), part.length}, static_cast<int>(j.buf),
                          (uint64_t{t} << 32) | i | (direct ? kDirectTag : 0));
         if (werr.ok()) ++j.pending;
-        background.Wrote(part.length);
       }
     } else if (q->outstanding() > 0) {
       reap();
