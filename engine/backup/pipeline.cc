@@ -114,6 +114,7 @@ struct Slot {
   std::vector<ExtentRecord> recs;
   uint32_t raw_size = 0;
   uint64_t data = 0, zero = 0, skipped = 0;
+  bool hole = false;  // the source has no data in op's range: nothing was read
 };
 
 class BackupRun {
@@ -183,6 +184,25 @@ class BackupRun {
     stats_.notice = (*q)->notice();
   }
 
+  // Whether a raw source file has no data in [offset, offset+length): a hole
+  // reads as zeros, so it need not be read (a --scan of a sparse image then
+  // costs what its data costs). One SEEK_DATA per data region: the hole
+  // found last is remembered. Anything unexpected answers "read it".
+  bool IsHole(int fd, uint64_t offset, uint64_t length) {
+    if (offset >= hole_.offset && offset + length <= hole_.end()) return true;
+    off_t d = ::lseek(fd, static_cast<off_t>(offset), SEEK_DATA);
+    uint64_t data = 0;
+    if (d >= 0) {
+      data = static_cast<uint64_t>(d);
+    } else if (errno == ENXIO) {
+      data = std::max(offset, file_size_);  // no data up to the end of the file
+    } else {
+      return false;
+    }
+    hole_ = {offset, data - offset};
+    return data >= offset + length;
+  }
+
   // Blocks until slot `seq % N` may be reused; false when stopping.
   bool WaitForSlot(uint64_t seq, bool may_block) {
     std::unique_lock<std::mutex> l(mu_);
@@ -228,14 +248,17 @@ class BackupRun {
           planned_all = true;
           break;
         }
+        s.hole = q && IsHole(fd, s.op.offset, s.op.length);
         {
           // The writer polls this slot's state and seq under the lock.
           std::lock_guard<std::mutex> l(mu_);
           s.seq = seq;
           s.state = Slot::kReading;
-          stats_.read_bytes += s.op.length;
+          if (!s.hole) stats_.read_bytes += s.op.length;
         }
-        if (q) {
+        if (s.hole) {
+          HandOff(seq);
+        } else if (q) {
           uint64_t len = s.op.length;
           if (direct_) len = (len + kDirectAlign - 1) / kDirectAlign * kDirectAlign;
           Status st = q->Submit(UringQueue::Op::kRead, s.op.offset, {s.in->p, len},
@@ -311,6 +334,21 @@ class BackupRun {
     s.raw_size = 0;
     s.data = s.zero = s.skipped = 0;
     const uint64_t g = changes_.granularity().bytes();
+    if (s.hole) {  // all zeros, known without reading
+      if (scan_ && scan_->UnchangedZero(s.op.offset, s.op.length)) {
+        s.skipped = s.op.length;
+        return Status::Ok();
+      }
+      for (const ByteExtent& part : s.op.parts) {
+        ExtentRecord r;
+        r.guest_offset = part.offset;
+        r.length = static_cast<uint32_t>(part.length);
+        r.hash = ZeroHash(r.length);
+        s.recs.push_back(r);
+        s.zero += r.length;
+      }
+      return Status::Ok();
+    }
     if (scan_) {
       // Scan reads are whole chunk pieces (no coalescing): compare first.
       if (scan_->Unchanged(s.op.offset, {s.in->p, s.op.length})) {
@@ -415,6 +453,7 @@ class BackupRun {
   unsigned workers_ = 1;
   bool direct_ = false;
   uint64_t file_size_ = 0;
+  ByteExtent hole_{0, 0};  // reader: a range of the source known to be a hole
 
   std::mutex mu_;
   // One condition per waiter, so an event wakes only the thread it concerns
@@ -466,6 +505,10 @@ Result<ScanBaseline> ScanBaseline::Build(const std::vector<const ArchiveReader*>
   std::sort(b.visible_.begin(), b.visible_.end(),
             [](const ExtentRecord& x, const ExtentRecord& y) { return x.guest_offset < y.guest_offset; });
   return b;
+}
+
+bool ScanBaseline::UnchangedZero(uint64_t offset, uint64_t length) const {
+  return zero_view_->ContainsRange(offset, length);
 }
 
 bool ScanBaseline::Unchanged(uint64_t offset, std::span<const uint8_t> data) const {

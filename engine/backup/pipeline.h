@@ -60,6 +60,9 @@ class ScanBaseline {
   // whole and has the XXH3-128 of the same bytes of `data`, and every other
   // byte is zero in both. False (stored again) whenever it cannot tell.
   bool Unchanged(uint64_t offset, std::span<const uint8_t> data) const;
+  // The same for a range known to read as zeros (a hole of the source):
+  // true when the chain's view is zero over all of it. O(runs in range).
+  bool UnchangedZero(uint64_t offset, uint64_t length) const;
 
  private:
   std::vector<ExtentRecord> visible_;  // sorted, whole records still visible
