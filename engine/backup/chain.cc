@@ -11,16 +11,10 @@
 
 namespace strata {
 
-using internal::AlignedBuffer;
-using internal::Clock;
-using internal::Resolve;
-using internal::CCtxDeleter;
 using internal::DCtxDeleter;
-using internal::kDirectAlign;
-using internal::Segment;
+using internal::Resolve;
 using internal::SegIsZero;
-using internal::Since;
-using internal::WorkerCount;
+using internal::Segment;
 
 // ---- chain resolution ----
 

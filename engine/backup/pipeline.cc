@@ -24,13 +24,9 @@
 namespace strata {
 
 using internal::AlignedBuffer;
-using internal::Clock;
-using internal::Resolve;
 using internal::CCtxDeleter;
-using internal::DCtxDeleter;
+using internal::Clock;
 using internal::kDirectAlign;
-using internal::Segment;
-using internal::SegIsZero;
 using internal::Since;
 using internal::WorkerCount;
 

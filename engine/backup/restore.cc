@@ -21,28 +21,21 @@
 #include "engine/backup/pipeline_internal.h"
 #include "engine/backup/uring_reader.h"
 #include "extents/endian.h"
+#include "formats/file.h"
 
 namespace strata {
 
 using internal::AlignedBuffer;
 using internal::Clock;
-using internal::Resolve;
-using internal::CCtxDeleter;
 using internal::DCtxDeleter;
 using internal::kDirectAlign;
-using internal::Segment;
+using internal::Resolve;
 using internal::SegIsZero;
+using internal::Segment;
 using internal::Since;
 using internal::WorkerCount;
 
 namespace {
-
-struct FdCloser {
-  int fd = -1;
-  ~FdCloser() {
-    if (fd >= 0) ::close(fd);
-  }
-};
 
 // The part of a guest range [offset, offset+length) held at `p` that can be
 // written with O_DIRECT: offset, length and address all multiples of
@@ -56,17 +49,6 @@ ByteExtent DirectPart(uint64_t offset, uint64_t length, const uint8_t* p) {
   return a < b ? ByteExtent{a, b - a} : ByteExtent{offset, 0};
 }
 
-Status PwriteAll(int fd, const uint8_t* p, uint64_t offset, uint64_t length,
-                 const std::string& output) {
-  for (uint64_t done = 0; done < length;) {
-    ssize_t n = ::pwrite(fd, p + done, length - done, static_cast<off_t>(offset + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return Status::FromErrno(n < 0 ? errno : EIO, output + ": write at " + Hex(offset + done));
-    done += static_cast<uint64_t>(n);
-  }
-  return Status::Ok();
-}
-
 }  // namespace
 
 Result<RestoreStats> RunRestore(const std::vector<const ArchiveReader*>& chain,
@@ -76,19 +58,21 @@ Result<RestoreStats> RunRestore(const std::vector<const ArchiveReader*>& chain,
   const uint64_t disk_size = chain[0]->header().disk_size;
   struct stat st;
   bool is_blk = ::stat(output.c_str(), &st) == 0 && S_ISBLK(st.st_mode);
-  FdCloser fd{::open(output.c_str(), O_RDWR | O_CLOEXEC | (is_blk ? 0 : O_CREAT | O_TRUNC), 0644)};
-  if (fd.fd < 0) return Status::FromErrno(errno, output);
+  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<File> out,
+                          OpenPosixFile(output, is_blk ? OpenMode::kReadWrite : OpenMode::kCreate));
+  const int fd = out->fd();
   if (is_blk) {
     uint64_t dev_size = 0;
-    if (::ioctl(fd.fd, BLKGETSIZE64, &dev_size) != 0) {
+    if (::ioctl(fd, BLKGETSIZE64, &dev_size) != 0) {
       return Status::FromErrno(errno, output + ": BLKGETSIZE64");
     }
     if (dev_size < disk_size) {
       return Status::InvalidArgument(output + ": device holds " + std::to_string(dev_size) +
                                      " bytes, the backup needs " + std::to_string(disk_size));
     }
-  } else if (::ftruncate(fd.fd, static_cast<off_t>(disk_size)) != 0) {
-    return Status::FromErrno(errno, output + ": truncate");
+  } else {  // emptied first: nothing of an earlier file survives in the holes
+    STRATA_RETURN_IF_ERROR(out->Truncate(0));
+    STRATA_RETURN_IF_ERROR(out->Truncate(disk_size));
   }
   RestoreStats stats;
   // Aligned data goes through a second, O_DIRECT descriptor: filling the
@@ -96,10 +80,14 @@ Result<RestoreStats> RunRestore(const std::vector<const ArchiveReader*>& chain,
   // cost most of a buffered restore's time (docs/benchmarks.md). Pages the
   // direct writes cover are never touched through the buffered descriptor,
   // which takes only unaligned heads and tails.
-  FdCloser dfd;
+  std::unique_ptr<File> direct_out;
   if (opt.direct_io) {
-    dfd.fd = ::open(output.c_str(), O_WRONLY | O_CLOEXEC | O_DIRECT);
-    if (dfd.fd < 0) stats.notice = "O_DIRECT unavailable on " + output + " (" + std::strerror(errno) + ")";
+    auto d = OpenPosixFile(output, OpenMode::kReadWrite, /*direct=*/true);
+    if (d) {
+      direct_out = std::move(*d);
+    } else {
+      stats.notice = "O_DIRECT unavailable: " + d.error().message();
+    }
   }
   // Group data segments by (archive, frame): each frame is read and
   // decompressed once; every block is written exactly once.
@@ -115,7 +103,7 @@ Result<RestoreStats> RunRestore(const std::vector<const ArchiveReader*>& chain,
       stats.zero_bytes += s.length;
       if (is_blk) {  // a device keeps old contents: zero explicitly
         uint64_t range[2] = {s.offset, s.length};
-        if (::ioctl(fd.fd, BLKZEROOUT, range) != 0) {
+        if (::ioctl(fd, BLKZEROOUT, range) != 0) {
           return Status::FromErrno(errno, output + ": zeroing " + Hex(s.offset));
         }
       }
@@ -134,7 +122,7 @@ Result<RestoreStats> RunRestore(const std::vector<const ArchiveReader*>& chain,
     for (size_t i = 0; i < data.size();) {
       uint64_t start = data[i].offset, end = start + data[i].length;
       for (++i; i < data.size() && data[i].offset == end; ++i) end += data[i].length;
-      if (::fallocate(fd.fd, 0, static_cast<off_t>(start), static_cast<off_t>(end - start)) != 0) {
+      if (::fallocate(fd, 0, static_cast<off_t>(start), static_cast<off_t>(end - start)) != 0) {
         if (errno == EOPNOTSUPP || errno == ENOSYS) break;  // e.g. some FUSE or NFS mounts
         return Status::FromErrno(errno, output + ": allocating " + Hex(start) + "+" + Hex(end - start));
       }
@@ -227,15 +215,15 @@ Result<RestoreStats> RunRestore(const std::vector<const ArchiveReader*>& chain,
   std::vector<std::thread> threads;
   for (unsigned i = 0; i < nw; ++i) threads.emplace_back(worker);
 
-  bool direct = dfd.fd >= 0;
-  auto q = UringQueue::Create(direct ? dfd.fd : fd.fd, std::max(1u, opt.queue_depth), spans);
+  bool direct = direct_out != nullptr;
+  auto q = UringQueue::Create(direct ? direct_out->fd() : fd, std::max(1u, opt.queue_depth), spans);
   stats.used_uring = q->uses_uring();
   std::map<size_t, Job> writing;  // by task
   uint64_t written = 0;
   size_t finished = 0;
   std::vector<UringQueue::Completion> done;
   Status werr;
-  constexpr uint64_t kDirectTag = 1u << 31;  // tag bit: the write went through dfd
+  constexpr uint64_t kDirectTag = 1u << 31;  // tag bit: the write went through direct_out
   // Where segment `i` of a task's frame lies in its buffer.
   auto seg_data = [&](const Job& j, size_t i) {
     const Segment& seg = data[tasks[j.task].first + i];
@@ -267,8 +255,7 @@ Result<RestoreStats> RunRestore(const std::vector<const ArchiveReader*>& chain,
         continue;
       }
       if (from < part.length && werr.ok()) {
-        werr = PwriteAll(fd.fd, p + (part.offset - seg.offset) + from, part.offset + from,
-                         part.length - from, output);
+        werr = out->Write(part.offset + from, {p + (part.offset - seg.offset) + from, part.length - from});
       }
     }
   };
@@ -297,16 +284,15 @@ Result<RestoreStats> RunRestore(const std::vector<const ArchiveReader*>& chain,
           // Unaligned head and tail through the page cache; the rest direct.
           part = DirectPart(seg.offset, seg.length, p);
           if (part.length == 0) {
-            werr = PwriteAll(fd.fd, p, seg.offset, seg.length, output);
+            werr = out->Write(seg.offset, {p, seg.length});
             continue;
           }
-          werr = PwriteAll(fd.fd, p, seg.offset, part.offset - seg.offset, output);
+          werr = out->Write(seg.offset, {p, part.offset - seg.offset});
           if (werr.ok()) {
-            werr = PwriteAll(fd.fd, p + (part.end() - seg.offset), part.end(), seg.offset + seg.length - part.end(),
-                             output);
+            werr = out->Write(part.end(), {p + (part.end() - seg.offset), seg.offset + seg.length - part.end()});
           }
-        } else if (dfd.fd >= 0) {  // O_DIRECT was refused mid-way: the queue is on dfd
-          werr = PwriteAll(fd.fd, p, seg.offset, seg.length, output);
+        } else if (direct_out) {  // O_DIRECT was refused mid-way: the queue is on it
+          werr = out->Write(seg.offset, {p, seg.length});
           continue;
         }
         while (werr.ok() && q->outstanding() >= q->depth()) reap();
@@ -345,8 +331,8 @@ Result<RestoreStats> RunRestore(const std::vector<const ArchiveReader*>& chain,
   done.clear();
   while (q->outstanding() > 0 && q->Reap(&done).ok()) done.clear();  // before buffers go
   if (!error.ok()) return error;
-  if (::fsync(fd.fd) != 0 && !is_blk) return Status::FromErrno(errno, output + ": fsync");
-  stats.used_direct = dfd.fd >= 0 && direct;
+  if (Status st = out->Sync(); !st.ok() && !is_blk) return st;
+  stats.used_direct = direct;
   stats.registered_buffers = q->uses_registered_buffers();
   if (stats.notice.empty()) stats.notice = q->notice();
   stats.stored_bytes_read = stored_read;
