@@ -652,6 +652,53 @@ TEST(StateFormatTest, ManifestRoundTrip) {
   // Byte-exact header prefix (docs/formats/tracker-state.md §3.5 example).
   EXPECT_EQ(bytes.substr(0, 12), std::string("STRATATM\x01\x00\x40\x00", 12));
   EXPECT_EQ(bytes.size(), 64u + 40 + 5 + 40 + 6 + 8);
+  // With a UUID the header grows to 80 bytes (compatible bit 0); readers
+  // that know only 64 bytes skip the rest.
+  m.uuid[3] = 7;
+  std::string with = tracker_internal::EncodeManifest(m);
+  EXPECT_EQ(with.size(), bytes.size() + 16);
+  EXPECT_EQ(with.substr(10, 2), std::string("\x50\x00", 2));
+  auto d2 = tracker_internal::DecodeManifest(
+      {reinterpret_cast<const uint8_t*>(with.data()), with.size()}, "M");
+  ASSERT_TRUE(d2.has_value()) << d2.error().ToString();
+  EXPECT_EQ(*d2, m);
+}
+
+// Chain identity (docs/design/chains.md): a tracker's UUID is made at
+// creation, survives reopening, differs for a re-created tracker, and a
+// manifest written before UUIDs existed gets one at its first read-write open.
+TEST(TrackerTest, UuidIdentifiesTheTracker) {
+  TempDir dir;
+  std::string d = dir.File("t");
+  auto t = MustCreate(d, 1 << 20);
+  std::array<uint8_t, 16> zero{}, first = t->uuid();
+  EXPECT_NE(first, zero);
+  ASSERT_TRUE(t->Close().ok());
+  EXPECT_EQ(MustOpen(d)->uuid(), first);
+  OpenOptions ro;
+  ro.read_only = true;
+  EXPECT_EQ(MustOpen(d, ro)->uuid(), first);
+  fs::remove_all(d);
+  auto again = MustCreate(d, 1 << 20);
+  EXPECT_NE(again->uuid(), first);
+  ASSERT_TRUE(again->Close().ok());
+  // An old manifest (header size 64, no compatible bit): rewrite without it.
+  auto bytes = testing::ReadFileBytes(d + "/MANIFEST");
+  auto m = tracker_internal::DecodeManifest(bytes, "M");
+  ASSERT_TRUE(m.has_value());
+  m->uuid = {};
+  std::string old = tracker_internal::EncodeManifest(*m);
+  EXPECT_EQ(old.substr(10, 2), std::string("\x40\x00", 2));
+  testing::WriteFileBytes(d + "/MANIFEST", std::vector<uint8_t>(old.begin(), old.end()));
+  EXPECT_EQ(MustOpen(d, ro)->uuid(), zero);
+  std::array<uint8_t, 16> upgraded;
+  {
+    auto rw = MustOpen(d);
+    upgraded = rw->uuid();
+    ASSERT_TRUE(rw->Close().ok());
+  }
+  EXPECT_NE(upgraded, zero);
+  EXPECT_EQ(MustOpen(d, ro)->uuid(), upgraded);
 }
 
 TEST(StateFormatTest, IntentLogTornTailAndCorruption) {

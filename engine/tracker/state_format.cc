@@ -19,11 +19,13 @@ Status Corrupt(const std::string& file, uint64_t offset, const std::string& what
 
 std::string EncodeManifest(const Manifest& m) {
   std::string out;
+  bool has_uuid = false;
+  for (uint8_t b : m.uuid) has_uuid |= b != 0;
   out.append(kManifestMagic, 8);
   AppendLE16(&out, kManifestVersion);
-  AppendLE16(&out, kManifestHeaderSize);
+  AppendLE16(&out, has_uuid ? kManifestHeaderSizeUuid : kManifestHeaderSize);
   AppendLE32(&out, 0);  // incompatible features
-  AppendLE32(&out, 0);  // compatible features
+  AppendLE32(&out, has_uuid ? kCompatUuid : 0);  // compatible features
   out.push_back(static_cast<char>(m.granularity_shift));
   out.push_back(static_cast<char>(m.intent_region_shift));
   out.push_back(static_cast<char>(m.flags));
@@ -34,6 +36,7 @@ std::string EncodeManifest(const Manifest& m) {
   AppendLE64(&out, m.active_file_id);
   AppendLE32(&out, static_cast<uint32_t>(m.checkpoints.size()));
   AppendLE32(&out, 0);
+  if (has_uuid) out.append(reinterpret_cast<const char*>(m.uuid.data()), m.uuid.size());
   for (const ManifestEntry& e : m.checkpoints) {
     AppendLE64(&out, e.checkpoint_id);
     AppendLE64(&out, e.gen_file_id);
@@ -78,6 +81,9 @@ Result<Manifest> DecodeManifest(std::span<const uint8_t> in, const std::string& 
     return Status::Unsupported(file + ": unknown incompatible manifest features " + Hex(incompat));
   }
   Manifest m;
+  if ((LoadLE32(p + 16) & kCompatUuid) && header_size >= kManifestHeaderSizeUuid) {
+    std::memcpy(m.uuid.data(), p + kManifestHeaderSize, 16);
+  }
   m.granularity_shift = p[20];
   m.intent_region_shift = p[21];
   m.flags = p[22];

@@ -5,6 +5,7 @@
 #ifndef STRATA_ENGINE_TRACKER_STATE_FORMAT_H_
 #define STRATA_ENGINE_TRACKER_STATE_FORMAT_H_
 
+#include <array>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -17,7 +18,9 @@ namespace strata::tracker_internal {
 // §3 of docs/formats/tracker-state.md.
 inline constexpr char kManifestMagic[8] = {'S', 'T', 'R', 'A', 'T', 'A', 'T', 'M'};
 inline constexpr uint16_t kManifestVersion = 1;
-inline constexpr uint16_t kManifestHeaderSize = 64;
+inline constexpr uint16_t kManifestHeaderSize = 64;     // without the UUID (version 1 writers)
+inline constexpr uint16_t kManifestHeaderSizeUuid = 80;  // with the UUID (compatible bit 0)
+inline constexpr uint32_t kCompatUuid = 1;
 inline constexpr uint32_t kManifestEntryFixedSize = 40;
 inline constexpr uint32_t kMaxCheckpointName = 255;
 inline constexpr uint32_t kMaxCheckpoints = 1u << 20;
@@ -47,6 +50,7 @@ struct Manifest {
   uint64_t next_id = 1;          // next checkpoint / file id
   uint64_t intent_floor = 0;     // replay intent logs with epoch >= this
   uint64_t active_file_id = 0;   // 0: the flushed active generation is empty
+  std::array<uint8_t, 16> uuid{};  // all zero: none (written before trackers had one)
   std::vector<ManifestEntry> checkpoints;  // oldest first
   bool operator==(const Manifest&) const = default;
 };

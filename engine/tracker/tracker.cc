@@ -2,6 +2,8 @@
 // operations (checkpoint, flush, queries, persistence) below all hold mu_.
 #include "engine/tracker/tracker.h"
 
+#include "extents/id128.h"
+
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -446,6 +448,8 @@ Status Tracker::Impl::Load(bool /*unused*/) {
   uint64_t floor = log ? log->epoch() : next_id;
   STRATA_RETURN_IF_ERROR(StartEpoch(std::move(log)));
   Manifest nm = manifest;
+  // Trackers made before UUIDs existed get one at their first read-write open.
+  if (IsNullId128(nm.uuid)) nm.uuid = RandomId128();
   nm.flags = static_cast<uint8_t>(nm.flags & ~tracker_internal::kFlagClean);
   if (active_unknown) nm.flags |= tracker_internal::kFlagActiveUnknown;
   uint64_t old_active = manifest.active_file_id;
@@ -507,6 +511,7 @@ Result<std::unique_ptr<Tracker>> Tracker::Create(const std::string& dir,
     m.disk_size = options.disk_size;
     m.next_id = 1;
     m.intent_floor = 1;
+    m.uuid = RandomId128();  // a re-created tracker is a different tracker
     std::string bytes = tracker_internal::EncodeManifest(m);
     s = WriteFileAtomic(mpath, Bytes(bytes));
   }
@@ -900,6 +905,11 @@ Status Tracker::Resize(uint64_t new_size) {
   for (const auto& n : doomed) m.RemoveFile(n);
   m.RemoveStaleLogs(floor);
   return Status::Ok();
+}
+
+std::array<uint8_t, 16> Tracker::uuid() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->manifest.uuid;
 }
 
 uint64_t Tracker::disk_size() const {

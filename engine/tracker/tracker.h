@@ -44,6 +44,7 @@
 #ifndef STRATA_ENGINE_TRACKER_TRACKER_H_
 #define STRATA_ENGINE_TRACKER_TRACKER_H_
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -150,6 +151,10 @@ class Tracker {
   // Flushes and marks the state cleanly closed; further calls fail.
   Status Close();
 
+  // Random identity made by Create (and, for state directories made before
+  // trackers had one, at the first read-write open; all zero until then).
+  // A re-created tracker has a new UUID even if it reuses checkpoint names.
+  std::array<uint8_t, 16> uuid() const;
   uint64_t disk_size() const;
   Granularity granularity() const;
   const std::string& dir() const;
