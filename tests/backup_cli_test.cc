@@ -11,6 +11,8 @@
 #include <random>
 #include <regex>
 
+#include <nlohmann/json.hpp>
+
 #include "tests/test_util.h"
 
 namespace strata {
@@ -36,14 +38,27 @@ void Scribble(const std::string& path, std::mt19937_64& rng, int n) {
   ::close(fd);
 }
 
+using Json = nlohmann::json;
+
+Json ParseJson(const std::string& text) {
+  Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  EXPECT_FALSE(j.is_discarded()) << "not JSON: " << text;
+  return j;
+}
+
+// Backup ids in catalog order.
 std::vector<std::string> Ids(const std::string& repo) {
-  std::string out = RunOk(S("list --json --repo " + ShellQuote(repo)));
+  Json list = ParseJson(RunOk(S("list --json --repo " + ShellQuote(repo))));
   std::vector<std::string> ids;
-  std::regex re("\"id\": \"([0-9a-f]{32})\"");
-  for (std::sregex_iterator it(out.begin(), out.end(), re), end; it != end; ++it) {
-    ids.push_back((*it)[1]);
-  }
+  for (const Json& e : list) ids.push_back(e["id"].get<std::string>());
   return ids;
+}
+
+// Runs a backup with --json and returns its result (exit status checked).
+Json BackupJson(const std::string& args) {
+  auto r = RunCommand(S("backup --json " + args));
+  EXPECT_EQ(r.exit_code, 0) << args << ": " << r.err;
+  return r.exit_code == 0 ? ParseJson(r.out) : Json();
 }
 
 TEST(BackupCli, FullScanRestoreVerifyMerge) {
@@ -57,9 +72,8 @@ TEST(BackupCli, FullScanRestoreVerifyMerge) {
   points.push_back(testing::ReadFileBytes(disk));
   for (int i = 0; i < 3; ++i) {
     Scribble(disk, rng, 10);
-    auto r = RunCommand(S("backup --json --repo " + ShellQuote(repo) + " --scan " + ShellQuote(disk)));
-    ASSERT_EQ(r.exit_code, 0) << r.err;
-    EXPECT_NE(r.out.find("\"source\": \"scan\""), std::string::npos) << r.out;
+    Json r = BackupJson("--repo " + ShellQuote(repo) + " --scan " + ShellQuote(disk));
+    EXPECT_EQ(r["source"], "scan") << r;
     points.push_back(testing::ReadFileBytes(disk));
   }
   auto ids = Ids(repo);
@@ -137,8 +151,8 @@ TEST(BackupCli, CorruptionIsReportedWithTheFile) {
   for (std::sregex_iterator it(dump.begin(), dump.end(), len_re), end; it != end; ++it) {
     sum += std::stoull((*it)[1]);
   }
-  std::string info = RunOk(S("info --json " + ShellQuote(archive)));
-  EXPECT_NE(info.find("\"logical_bytes\": " + std::to_string(sum)), std::string::npos) << info;
+  Json info = ParseJson(RunOk(S("info --json " + ShellQuote(archive))));
+  EXPECT_EQ(info["logical_bytes"], sum) << info;
   EXPECT_GT(sum, 0u);
   auto bytes = testing::ReadFileBytes(archive);
   std::mt19937_64 rng(testing::TestSeed());
@@ -180,9 +194,15 @@ TEST(BackupCli, RefusalsAndUsage) {
   EXPECT_EQ(noparent.exit_code, 1);
   EXPECT_NE(noparent.err.find("--full"), std::string::npos) << noparent.err;
   RunOk(S("backup --repo " + ShellQuote(repo) + " --full " + ShellQuote(disk)));
+  // Another disk is never compared with (or built on) this disk's backups.
   auto mismatch = RunCommand(S("backup --repo " + ShellQuote(repo) + " --scan " + ShellQuote(other)));
   EXPECT_EQ(mismatch.exit_code, 1);
-  EXPECT_NE(mismatch.err.find("parent backup"), std::string::npos) << mismatch.err;
+  EXPECT_NE(mismatch.err.find("no backup of " + other), std::string::npos) << mismatch.err;
+  EXPECT_NE(mismatch.err.find("--full"), std::string::npos) << mismatch.err;
+  auto explicit_parent = RunCommand(S("backup --repo " + ShellQuote(repo) + " --scan --parent " + Ids(repo)[0] +
+                                      " " + ShellQuote(other)));
+  EXPECT_EQ(explicit_parent.exit_code, 1);
+  EXPECT_NE(explicit_parent.err.find("is of disk " + disk), std::string::npos) << explicit_parent.err;
   EXPECT_EQ(Ids(repo).size(), 1u);
   EXPECT_EQ(RunCommand(S("backup --repo " + ShellQuote(repo) + " " + ShellQuote(disk))).exit_code, 2);
   EXPECT_EQ(RunCommand(S("backup --repo " + ShellQuote(repo) + " --full --scan " + ShellQuote(disk))).exit_code, 2);
@@ -249,32 +269,43 @@ TEST(BackupCli, DemoRunsTheWholeJob) {
 TEST(BackupCli, TrackerSource) {
   testing::TempDir dir;
   std::string disk = dir.File("disk.raw"), repo = dir.File("repo"), trk = dir.File("trk");
+  std::string R = " --repo " + ShellQuote(repo) + " ", T = " --tracker " + ShellQuote(trk) + " ";
   RunOk(S("generate --size 64M --fill 0.3 --seed 4 " + ShellQuote(disk)));
   RunOk(S("init " + ShellQuote(repo)));
-  RunOk(S("tracker init --tracker " + ShellQuote(trk) + " --size 64M"));
-  RunOk(S("checkpoint --tracker " + ShellQuote(trk) + " base"));
-  RunOk(S("backup --repo " + ShellQuote(repo) + " --full " + ShellQuote(disk)));
+  RunOk(S("tracker init" + T + "--size 64M"));
+  // A full backup that ends at a new checkpoint of the tracker.
+  Json full = BackupJson(R + "--full" + T + ShellQuote(disk));
+  ASSERT_TRUE(full["end"].is_object()) << full;
+  EXPECT_EQ(full["end"]["kind"], "tracker");
   auto base_image = testing::ReadFileBytes(disk);
-  RunOk(S("scribble --tracker " + ShellQuote(trk) + " --fraction 0.05 --seed 3 " + ShellQuote(disk)));
-  auto r = RunCommand(S("backup --json --repo " + ShellQuote(repo) + " --tracker " + ShellQuote(trk) +
-                        " --since base " + ShellQuote(disk)));
-  ASSERT_EQ(r.exit_code, 0) << r.err;
+  RunOk(S("scribble" + T + "--fraction 0.05 --seed 3 " + ShellQuote(disk)));
+  // One step: a new checkpoint, and exactly what changed since the full's.
+  Json inc = BackupJson(R + T + ShellQuote(disk));
   // 5% of the 1024 blocks of 64 KiB were rewritten: exactly those are read.
-  EXPECT_NE(r.out.find("\"changed_bytes\": " + std::to_string(51 * 65536)), std::string::npos) << r.out;
+  EXPECT_EQ(inc["changed_bytes"], 51 * 65536) << inc;
+  EXPECT_EQ(inc["parent"], full["id"]);
+  EXPECT_EQ(inc["start"], full["end"]);
   std::string out = dir.File("out.raw");
-  RunOk(S("restore --repo " + ShellQuote(repo) + " " + ShellQuote(out)));
+  RunOk(S("restore" + R + ShellQuote(out)));
   EXPECT_TRUE(testing::ReadFileBytes(out) == testing::ReadFileBytes(disk));
   std::string first = dir.File("first.raw");
-  RunOk(S("restore --repo " + ShellQuote(repo) + " --backup " + Ids(repo)[0] + " " + ShellQuote(first)));
+  RunOk(S("restore" + R + "--backup " + Ids(repo)[0] + " " + ShellQuote(first)));
   EXPECT_TRUE(testing::ReadFileBytes(first) == base_image);
+  // --since names the start checkpoint; it must be where some backup ends.
+  RunOk(S("scribble" + T + "--fraction 0.01 --seed 5 " + ShellQuote(disk)));
+  Json since = BackupJson(R + T + "--since " + inc["end"]["name"].get<std::string>() + " " + ShellQuote(disk));
+  EXPECT_EQ(since["parent"], inc["id"]);
+  RunOk(S("checkpoint" + T + "manual"));
+  auto stray = RunCommand(S("backup" + R + T + "--since manual " + ShellQuote(disk)));
+  EXPECT_EQ(stray.exit_code, 1);
+  EXPECT_NE(stray.err.find("no backup of " + disk + " ends at checkpoint 'manual'"), std::string::npos) << stray.err;
+  EXPECT_NE(stray.err.find("--scan"), std::string::npos) << stray.err;
   // A tracker of another disk size is refused.
   std::string other = dir.File("other");
   RunOk(S("tracker init --tracker " + ShellQuote(other) + " --size 32M"));
-  RunOk(S("checkpoint --tracker " + ShellQuote(other) + " base"));
-  auto bad = RunCommand(S("backup --repo " + ShellQuote(repo) + " --tracker " + ShellQuote(other) +
-                          " --since base " + ShellQuote(disk)));
+  auto bad = RunCommand(S("backup" + R + "--tracker " + ShellQuote(other) + " " + ShellQuote(disk)));
   EXPECT_EQ(bad.exit_code, 1);
-  EXPECT_EQ(Ids(repo).size(), 2u);
+  EXPECT_EQ(Ids(repo).size(), 3u);
 }
 
 TEST(BackupCli, Qcow2BitmapAndSnapshotSources) {
@@ -283,37 +314,177 @@ TEST(BackupCli, Qcow2BitmapAndSnapshotSources) {
   }
   testing::TempDir dir;
   std::string img = dir.File("vm.qcow2"), repo = dir.File("repo"), q = ShellQuote(img);
+  std::string R = " --repo " + ShellQuote(repo) + " ";
   RunOk("qemu-img create -q -f qcow2 " + q + " 64M");
   RunOk("qemu-io -c 'write -P 0x11 0 8M' -c 'write -P 0x12 40M 3M' " + q + " >/dev/null");
-  RunOk("qemu-img bitmap --add --granularity 65536 " + q + " b0");
   RunOk(S("init " + ShellQuote(repo)));
-  RunOk(S("backup --repo " + ShellQuote(repo) + " --full " + q));
+  Json full = BackupJson(R + "--full --bitmap nightly " + q);
+  EXPECT_EQ(full["end"]["kind"], "qcow2-bitmap") << full;
   auto check = [&](const std::string& what) {
     std::string out = dir.File("out.raw");
     std::filesystem::remove(out);
-    RunOk(S("restore --repo " + ShellQuote(repo) + " " + ShellQuote(out)));
+    RunOk(S("restore" + R + ShellQuote(out)));
     auto r = RunCommand("qemu-img compare -q -f raw -F qcow2 " + ShellQuote(out) + " " + q);
     EXPECT_EQ(r.exit_code, 0) << what << ": restored view differs from the qcow2 image " << r.out;
   };
   check("full");
   RunOk("qemu-io -c 'write -P 0x22 4M 1M' -c 'write -z 40M 512k' -c 'write -P 0x23 60M 64k' " + q +
         " >/dev/null");
-  auto b = RunCommand(S("backup --json --repo " + ShellQuote(repo) + " --bitmap b0 " + q));
-  ASSERT_EQ(b.exit_code, 0) << b.err;
-  EXPECT_NE(b.out.find("\"changed_bytes\": " + std::to_string((1 << 20) + (512 << 10) + 65536)),
-            std::string::npos) << b.out;
-  check("bitmap");
+  Json b1 = BackupJson(R + "--bitmap nightly " + q);
+  EXPECT_EQ(b1["changed_bytes"], (1 << 20) + (512 << 10) + 65536) << b1;
+  EXPECT_EQ(b1["start"], full["end"]);
+  check("bitmap 1");
+  // The bitmap advances: the second backup stores only what was written
+  // after the first, and the first's bitmap is gone from the image.
+  RunOk("qemu-io -c 'write -P 0x24 20M 128k' " + q + " >/dev/null");
+  Json b2 = BackupJson(R + "--bitmap nightly " + q);
+  EXPECT_EQ(b2["changed_bytes"], 128 << 10) << b2;
+  EXPECT_EQ(b2["parent"], b1["id"]);
+  check("bitmap 2");
+  std::string info = RunOk("qemu-img info --output=json " + q);
+  EXPECT_EQ(info.find(b1["end"]["name"].get<std::string>()), std::string::npos) << info;
+  EXPECT_NE(info.find(b2["end"]["name"].get<std::string>()), std::string::npos) << info;
+  // Internal snapshots: a full backup of snapshot s1, then what changed since.
   RunOk("qemu-img snapshot -c s1 " + q);
+  Json s1 = BackupJson(R + "--full --snapshot s1 --disk vm-s " + q);
+  EXPECT_EQ(s1["end"]["kind"], "qcow2-snapshot") << s1;
   RunOk("qemu-io -c 'write -P 0x33 10M 2M' -c 'discard 0 64k' " + q + " >/dev/null");
-  auto sn = RunCommand(S("backup --json --repo " + ShellQuote(repo) + " --since-snapshot s1 " + q));
-  ASSERT_EQ(sn.exit_code, 0) << sn.err;
-  check("snapshot");
-  RunOk(S("verify --repo " + ShellQuote(repo)));
-  // A bitmap left in use by a killed writer needs a full backup (or --force).
+  Json sn = BackupJson(R + "--since-snapshot s1 --disk vm-s " + q);
+  EXPECT_EQ(sn["parent"], s1["id"]);
+  {
+    std::string out = dir.File("snap.raw");
+    RunOk(S("restore" + R + "--backup " + sn["id"].get<std::string>() + " " + ShellQuote(out)));
+    EXPECT_EQ(RunCommand("qemu-img compare -q -f raw -F qcow2 " + ShellQuote(out) + " " + q).exit_code, 0);
+  }
+  // Nothing ends at s1 for the other disk name: refused, with advice.
+  auto nos = RunCommand(S("backup" + R + "--since-snapshot s1 " + q));
+  EXPECT_EQ(nos.exit_code, 1);
+  EXPECT_NE(nos.err.find("internal snapshot 's1'"), std::string::npos) << nos.err;
+  RunOk(S("verify" + R));
+  // A bitmap left in use by a killed writer cannot prove what changed.
   RunOk("qemu-io -c 'write -P 0x44 0 64k' -c 'sigraise 9' " + q + " >/dev/null 2>&1 || true");
-  auto inuse = RunCommand(S("backup --repo " + ShellQuote(repo) + " --bitmap b0 " + q));
+  auto inuse = RunCommand(S("backup" + R + "--bitmap nightly " + q));
   EXPECT_EQ(inuse.exit_code, 1) << inuse.out;
-  EXPECT_NE(inuse.err.find("full backup"), std::string::npos) << inuse.err;
+  EXPECT_NE(inuse.err.find("in use"), std::string::npos) << inuse.err;
+  EXPECT_NE(inuse.err.find("--scan --bitmap nightly"), std::string::npos) << inuse.err;
+  // ... and --scan re-establishes the series.
+  BackupJson(R + "--scan --bitmap nightly " + q);
+  check("scan after in_use");
+}
+
+// Issue 10, scenario 1: a synthetic full appended after an incremental is
+// not the parent of the next tracker incremental (its content is older), and
+// an incremental that starts at a checkpoint no backup ends at is refused.
+TEST(ChainScenario, SyntheticFullNeverBecomesTheParent) {
+  testing::TempDir dir;
+  std::string disk = dir.File("disk.raw"), repo = dir.File("repo"), trk = dir.File("trk");
+  std::string R = " --repo " + ShellQuote(repo) + " ", T = " --tracker " + ShellQuote(trk) + " ";
+  std::string D = " " + ShellQuote(disk);
+  RunOk(S("generate --size 16M --fill 0.4 --seed 11" + D));
+  RunOk(S("init " + ShellQuote(repo)));
+  RunOk(S("tracker init" + T + "--size 16M"));
+  // As the issue tried it: checkpoint c0, a full backup that records no point.
+  RunOk(S("checkpoint" + T + "c0"));
+  Json full0 = BackupJson(R + "--full" + D);
+  RunOk(S("scribble" + T + "--bytes 1M --seed 1" + D));  // write A, marked
+  RunOk(S("checkpoint" + T + "c1"));
+  auto refused = RunCommand(S("backup" + R + T + "--since c0" + D));
+  EXPECT_EQ(refused.exit_code, 1) << refused.out;
+  EXPECT_NE(refused.err.find("ends at checkpoint 'c0'"), std::string::npos) << refused.err;
+  EXPECT_NE(refused.err.find("--scan"), std::string::npos) << refused.err;
+  EXPECT_EQ(Ids(repo).size(), 1u);
+  // The same history with backups that record their end points.
+  Json full = BackupJson(R + "--full" + T + D);
+  RunOk(S("scribble" + T + "--bytes 1M --seed 2" + D));  // write A
+  Json inc1 = BackupJson(R + T + "--since " + full["end"]["name"].get<std::string>() + D);
+  auto after_a = testing::ReadFileBytes(disk);
+  Json synth = ParseJson(RunOk(S("merge --json" + R + "--synthetic-full " + full["id"].get<std::string>())));
+  RunOk(S("scribble" + T + "--bytes 1M --seed 3" + D));  // write B
+  Json inc2 = BackupJson(R + T + D);
+  EXPECT_EQ(inc2["parent"], inc1["id"]) << "the synthetic full " << synth << " must not be the parent";
+  RunOk(S("verify" + R));
+  std::string out = dir.File("out.raw");
+  RunOk(S("restore" + R + "--backup latest " + ShellQuote(out)));
+  EXPECT_TRUE(testing::ReadFileBytes(out) == testing::ReadFileBytes(disk)) << "latest lacks a write";
+  std::string mid = dir.File("mid.raw");
+  RunOk(S("restore" + R + "--backup " + inc1["id"].get<std::string>() + " " + ShellQuote(mid)));
+  EXPECT_TRUE(testing::ReadFileBytes(mid) == after_a);
+  // Removing the full keeps every other backup's content.
+  RunOk(S("merge" + R + "--remove " + full["id"].get<std::string>()));
+  std::filesystem::remove(out);
+  RunOk(S("restore" + R + "--backup " + inc2["id"].get<std::string>() + " " + ShellQuote(out)));
+  EXPECT_TRUE(testing::ReadFileBytes(out) == testing::ReadFileBytes(disk));
+  RunOk(S("verify" + R));
+  (void)full0;
+}
+
+// Issue 10, scenario 2: two disks in one repository never share a chain.
+TEST(ChainScenario, TwoDisksNeverShareAChain) {
+  testing::TempDir dir;
+  std::string d1 = dir.File("d1.raw"), d2 = dir.File("d2.raw"), repo = dir.File("repo");
+  std::string t1 = dir.File("t1"), t2 = dir.File("t2");
+  std::string R = " --repo " + ShellQuote(repo) + " ";
+  RunOk(S("generate --size 8M --fill 0.5 --seed 1 " + ShellQuote(d1)));
+  RunOk(S("generate --size 8M --fill 0.5 --seed 2 " + ShellQuote(d2)));
+  RunOk(S("init " + ShellQuote(repo)));
+  RunOk(S("tracker init --tracker " + ShellQuote(t1) + " --size 8M"));
+  RunOk(S("tracker init --tracker " + ShellQuote(t2) + " --size 8M"));
+  // As the issue tried it: fulls without points, d2's last, then --since c0.
+  RunOk(S("checkpoint --tracker " + ShellQuote(t1) + " c0"));
+  BackupJson(R + "--full " + ShellQuote(d1));
+  Json d2full0 = BackupJson(R + "--full " + ShellQuote(d2));
+  RunOk(S("scribble --tracker " + ShellQuote(t1) + " --bytes 512K --seed 4 " + ShellQuote(d1)));
+  auto r = RunCommand(S("backup" + R + "--tracker " + ShellQuote(t1) + " --since c0 " + ShellQuote(d1)));
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("no backup of " + d1), std::string::npos) << r.err;
+  // With end points: each disk's incrementals build on its own backups.
+  Json f1 = BackupJson(R + "--full --tracker " + ShellQuote(t1) + " " + ShellQuote(d1));
+  Json f2 = BackupJson(R + "--full --tracker " + ShellQuote(t2) + " " + ShellQuote(d2));
+  EXPECT_NE(f1["disk"]["id"], f2["disk"]["id"]);
+  RunOk(S("scribble --tracker " + ShellQuote(t1) + " --bytes 512K --seed 5 " + ShellQuote(d1)));
+  Json i1 = BackupJson(R + "--tracker " + ShellQuote(t1) + " " + ShellQuote(d1));
+  EXPECT_EQ(i1["parent"], f1["id"]);
+  std::string out = dir.File("out.raw");
+  RunOk(S("restore" + R + "--backup " + i1["id"].get<std::string>() + " " + ShellQuote(out)));
+  EXPECT_TRUE(testing::ReadFileBytes(out) == testing::ReadFileBytes(d1));
+  // The wrong tracker, or another disk's backup as parent: refused.
+  auto wrong = RunCommand(S("backup" + R + "--tracker " + ShellQuote(t1) + " " + ShellQuote(d2)));
+  EXPECT_EQ(wrong.exit_code, 1);
+  EXPECT_NE(wrong.err.find("no backup of " + d2), std::string::npos) << wrong.err;
+  auto cross = RunCommand(S("backup" + R + "--scan --parent " + f2["id"].get<std::string>() + " " + ShellQuote(d1)));
+  EXPECT_EQ(cross.exit_code, 1);
+  // "latest" of a disk is that disk's newest backup.
+  std::filesystem::remove(out);
+  RunOk(S("restore" + R + "--disk " + ShellQuote(d2) + " " + ShellQuote(out)));
+  EXPECT_TRUE(testing::ReadFileBytes(out) == testing::ReadFileBytes(d2));
+  (void)d2full0;
+}
+
+// A re-created tracker that reuses checkpoint names is another tracker.
+TEST(ChainScenario, ReinitialisedTrackerIsRefused) {
+  testing::TempDir dir;
+  std::string disk = dir.File("disk.raw"), repo = dir.File("repo"), trk = dir.File("trk");
+  std::string R = " --repo " + ShellQuote(repo) + " ", T = " --tracker " + ShellQuote(trk) + " ";
+  RunOk(S("generate --size 8M --fill 0.5 --seed 1 " + ShellQuote(disk)));
+  RunOk(S("init " + ShellQuote(repo)));
+  RunOk(S("tracker init" + T + "--size 8M"));
+  BackupJson(R + "--full" + T + "--checkpoint mon " + ShellQuote(disk));
+  std::filesystem::remove_all(trk);
+  RunOk(S("tracker init" + T + "--size 8M"));
+  RunOk(S("checkpoint" + T + "mon"));
+  RunOk(S("scribble" + T + "--bytes 256K --seed 2 " + ShellQuote(disk)));
+  auto r = RunCommand(S("backup" + R + T + "--since mon " + ShellQuote(disk)));
+  EXPECT_EQ(r.exit_code, 1);
+  auto r2 = RunCommand(S("backup" + R + T + ShellQuote(disk)));
+  EXPECT_EQ(r2.exit_code, 1);
+  EXPECT_NE(r2.err.find("--scan"), std::string::npos) << r2.err;
+  // --scan with the new tracker re-establishes the chain.
+  BackupJson(R + "--scan" + T + ShellQuote(disk));
+  RunOk(S("scribble" + T + "--bytes 256K --seed 3 " + ShellQuote(disk)));
+  Json inc = BackupJson(R + T + ShellQuote(disk));
+  std::string out = dir.File("out.raw");
+  RunOk(S("restore" + R + ShellQuote(out)));
+  EXPECT_TRUE(testing::ReadFileBytes(out) == testing::ReadFileBytes(disk));
 }
 
 }  // namespace

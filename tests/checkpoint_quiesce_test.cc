@@ -94,5 +94,29 @@ TEST(CheckpointQuiesce, FreezesChecksAndThaws) {
   EXPECT_EQ(RunCommand(S("checkpoint --tracker " + ShellQuote(trk) + " cp3 --exec true")).exit_code, 2);
 }
 
+// A one-step tracked backup takes its checkpoint inside the freeze window
+// and records whether the window held.
+TEST(CheckpointQuiesce, BackupTakesItsCheckpointFrozen) {
+  testing::TempDir dir;
+  LoopExt4 fs(dir);
+  if (!fs.skip().empty()) GTEST_SKIP() << fs.skip();
+  std::string trk = dir.File("trk"), repo = dir.File("repo"), disk = dir.File("disk.raw");
+  std::string R = " --repo " + ShellQuote(repo) + " ", T = " --tracker " + ShellQuote(trk) + " ";
+  std::string Q = " --quiesce " + ShellQuote(fs.mnt()) + " --confine " + ShellQuote(dir.path()) + " ";
+  RunOk(S("generate --size 8M --fill 0.5 --seed 3 " + ShellQuote(disk)));
+  RunOk(S("init " + ShellQuote(repo)));
+  RunOk(S("tracker init" + T + "--size 8M"));
+  std::string full = RunOk(S("backup --json" + R + "--full" + T + Q + ShellQuote(disk)));
+  EXPECT_NE(full.find("\"quiesced\":true"), std::string::npos) << full;
+  RunOk(S("scribble" + T + "--bytes 256K --seed 1 " + ShellQuote(disk)));
+  std::string inc = RunOk(S("backup --json" + R + T + Q + "--deadline 5 " + ShellQuote(disk)));
+  EXPECT_NE(inc.find("\"quiesced\":true"), std::string::npos) << inc;
+  EXPECT_EQ(RunCommand("timeout 10 sh -c 'echo x > " + fs.mnt() + "/after'").exit_code, 0);
+  std::string list = RunOk(S("list" + R));
+  EXPECT_NE(list.find("(quiesced)"), std::string::npos) << list;
+  // --quiesce needs an end point to take inside the window.
+  EXPECT_EQ(RunCommand(S("backup" + R + "--scan" + Q + ShellQuote(disk))).exit_code, 2);
+}
+
 }  // namespace
 }  // namespace strata

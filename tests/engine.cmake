@@ -1,7 +1,7 @@
 # Backups (issue 5): archives, pipeline, repository and CLI.
 strata_test(backup_archive_test SOURCES backup_archive_test.cc LINKS strata_backup)
 strata_test(backup_pipeline_test SOURCES backup_pipeline_test.cc LINKS strata_backup)
-strata_test(backup_cli_test SOURCES backup_cli_test.cc LINKS strata_extents LABEL system)
+strata_test(backup_cli_test SOURCES backup_cli_test.cc LINKS strata_extents nlohmann_json::nlohmann_json LABEL system)
 add_dependencies(backup_cli_test strata extent-dump)
 # strata checkpoint --quiesce (tracker + quiesce) on a real loop-mounted ext4.
 strata_test(checkpoint_quiesce_test SOURCES checkpoint_quiesce_test.cc LINKS strata_extents

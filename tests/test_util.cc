@@ -70,6 +70,9 @@ bool HaveCommand(const std::string& name) {
 }
 
 std::string Tool(const std::string& name) {
+  // $STRATA_TOOLS_DIR: run long tests against a copy of the tools while the
+  // build tree is rebuilt.
+  if (const char* d = std::getenv("STRATA_TOOLS_DIR"); d && *d) return std::string(d) + "/" + name;
   return std::string(STRATA_BIN_DIR) + "/tools/" + name;
 }
 

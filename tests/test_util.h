@@ -35,7 +35,8 @@ CommandResult RunCommand(const std::string& cmd);
 std::string RunOk(const std::string& cmd);
 // Whether `name` is on PATH.
 bool HaveCommand(const std::string& name);
-// Absolute path of a built tool, e.g. Tool("extent-dump").
+// Absolute path of a built tool, e.g. Tool("extent-dump"); in
+// $STRATA_TOOLS_DIR when set.
 std::string Tool(const std::string& name);
 // Single-quotes `s` for /bin/sh.
 std::string ShellQuote(const std::string& s);

@@ -6,6 +6,7 @@
 #include <cinttypes>
 #include <cstdio>
 #include <ctime>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,9 @@
 #include "formats/open_image.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
+#include "tools/quiesce_window.h"
+
+#include <nlohmann/json.hpp>
 
 namespace strata::cli {
 namespace {
@@ -93,17 +97,47 @@ std::vector<const ArchiveReader*> Raw(const std::vector<std::unique_ptr<ArchiveR
   return r;
 }
 
-void PrintEntryJson(const CatalogEntry& e, bool trailing_comma) {
-  std::printf("{\"id\": \"%s\", \"parent\": %s, \"created\": %s, \"created_unix_ns\": %" PRIu64
-              ", \"source\": \"%s\", \"source_name\": %s, \"disk_size\": %" PRIu64
-              ", \"granularity\": %" PRIu64 ", \"logical_bytes\": %" PRIu64
-              ", \"stored_bytes\": %" PRIu64 "}%s\n",
-              IdToHex(e.id).c_str(),
-              IsNullId(e.parent) ? "null" : ("\"" + IdToHex(e.parent) + "\"").c_str(),
-              JsonString(FormatTime(e.created_unix_ns)).c_str(), e.created_unix_ns,
-              SourceKindName(e.source), JsonString(e.source_name).c_str(), e.disk_size,
-              uint64_t{1} << e.granularity_shift, e.logical_bytes, e.stored_bytes,
-              trailing_comma ? "," : "");
+using Json = nlohmann::ordered_json;
+
+Json PointJson(const ChainPoint& p) {
+  if (p.is_none()) return nullptr;
+  return Json{{"kind", PointKindName(p.kind)},
+              {"source", Id128ToHex(p.source)},
+              {"seq", p.seq},
+              {"name", p.name},
+              {"description", p.Describe()}};
+}
+
+Json EntryJson(const CatalogEntry& e) {
+  const ArchiveHeader& h = e.header;
+  Json j;
+  j["id"] = IdToHex(h.id);
+  j["parent"] = h.is_full() ? Json(nullptr) : Json(IdToHex(h.parent_id));
+  j["disk"] = {{"id", Id128ToHex(h.disk_id)}, {"name", h.disk_name}, {"format", DiskFormatName(h.disk_format)}};
+  j["source"] = SourceKindName(h.source);
+  j["source_name"] = h.source_name;
+  j["merged"] = h.merged;
+  j["quiesced"] = h.quiesced;
+  j["start"] = PointJson(h.start);
+  j["end"] = PointJson(h.end);
+  j["created"] = FormatTime(static_cast<int64_t>(h.created_unix_ns));
+  j["created_unix_ns"] = h.created_unix_ns;
+  j["content_time"] = FormatTime(static_cast<int64_t>(h.content_unix_ns));
+  j["content_unix_ns"] = h.content_unix_ns;
+  j["disk_size"] = h.disk_size;
+  j["granularity"] = uint64_t{1} << h.granularity_shift;
+  j["logical_bytes"] = e.logical_bytes;
+  j["stored_bytes"] = e.stored_bytes;
+  j["archive_bytes"] = e.archive_bytes;
+  j["archive_version"] = h.version;
+  return j;
+}
+
+std::string SourceText(const ArchiveHeader& h) {
+  std::string s = SourceKindName(h.source);
+  if (!h.source_name.empty()) s += " " + h.source_name;
+  if (h.merged) s += " (merged)";
+  return s;
 }
 
 // ---- strata init ----
@@ -126,19 +160,42 @@ int InitMain(int argc, char** argv) {
 
 // ---- strata backup ----
 
-constexpr char kBackupHelp[] = R"(Usage: strata backup --repo REPO SOURCE [OPTIONS] IMAGE
+constexpr char kBackupHelp[] = R"(Usage: strata backup --repo REPO SOURCE [END POINT] [OPTIONS] IMAGE
 
-Backs up IMAGE (raw or qcow2) into the repository. SOURCE is one of:
-  --full                       every allocated extent (a full backup)
-  --bitmap NAME                the extents of qcow2 persistent dirty bitmap NAME
-  --since-snapshot SNAP        what changed since qcow2 internal snapshot SNAP
-  --tracker DIR --since NAME   what a strata tracker recorded since checkpoint NAME
-  --scan                       read everything, store chunks whose XXH3 differs
-                               from the parent chain (disks without tracking)
+Backs up IMAGE (raw or qcow2) into the repository. Every backup records the
+disk it belongs to and the point of the source's history it ends at; an
+incremental starts exactly where its parent ends, or it is refused.
+
+SOURCE is one of:
+  --full                 every allocated extent (a full backup)
+  --scan                 read everything, store only chunks whose XXH3 differs
+                         from the parent chain (no tracking needed; always safe)
+  --tracker DIR          incremental in one step: take a new checkpoint in the
+                         strata tracker DIR and back up what changed between the
+                         parent's checkpoint and it
+     --since NAME        (experts) start at checkpoint NAME, which must be where
+                         the parent ends
+     --checkpoint NAME   name the new checkpoint (default strata-<backup id>)
+  --bitmap NAME          offline qcow2: back up what the bitmap strata added at the
+                         parent backup recorded, and add a fresh one for the next
+                         backup (NAME labels the series; start it with
+                         --full --bitmap NAME)
+  --since-snapshot SNAP  what changed since qcow2 internal snapshot SNAP (the
+                         parent must end at SNAP, e.g. --full --snapshot SNAP)
+END POINT (with --full or --scan; where the next incremental starts):
+  --tracker DIR          take a new checkpoint first (inside the freeze window)
+  --bitmap NAME          add a fresh qcow2 bitmap first
+  --snapshot SNAP        read qcow2 internal snapshot SNAP instead of the active
+                         layer (also with --since-snapshot)
 Options:
-  --parent ID       parent backup (default: the latest); not with --full
-  --force           use an inconsistent (in_use) qcow2 bitmap anyway
-  --format FMT      raw, qcow2 or auto (default)
+  --disk NAME       the disk's name in the repository (default: IMAGE's
+                    absolute path); a known disk keeps its format
+  --parent ID       parent backup (default: the newest backup of the disk that
+                    ends where this one starts); not with --full
+  --quiesce TARGET  take the checkpoint or bitmap inside a freeze window
+                    (repeatable; with --exec, --deadline, --hooks, --protect,
+                    --confine, --force-freeze as for 'strata checkpoint')
+  --format FMT      raw, qcow2 or auto (default; a known disk keeps its format)
   --granularity N   block size of a full backup (default 64K; incrementals
                     take the parent's)
   --level N         zstd level (default 1)          --chunk-size N (default 1M)
@@ -152,11 +209,14 @@ backup leaves the repository as it was.
 
 int BackupMain(int argc, char** argv) {
   const char* tool = "strata backup";
-  std::set<std::string> vf = {"--repo", "--bitmap", "--since-snapshot", "--tracker", "--since",
-                              "--parent", "--format", "--granularity"};
+  std::set<std::string> vf = {"--repo",   "--bitmap", "--since-snapshot", "--snapshot", "--tracker",
+                              "--since",  "--checkpoint", "--parent",     "--format",   "--granularity",
+                              "--disk"};
   vf.insert(kPipelineFlags.begin(), kPipelineFlags.end());
-  auto a = Args::Parse(argc, argv, 1, vf,
-                       {"--help", "--json", "--full", "--scan", "--force", "--no-direct"});
+  vf.insert(kQuiesceValueFlags.begin(), kQuiesceValueFlags.end());
+  std::set<std::string> bf = {"--help", "--json", "--full", "--scan", "--no-direct"};
+  bf.insert(kQuiesceBoolFlags.begin(), kQuiesceBoolFlags.end());
+  auto a = Args::Parse(argc, argv, 1, vf, bf);
   if (!a) return Usage(tool, a.error().message());
   if (a->Has("--help")) {
     std::fputs(kBackupHelp, stdout);
@@ -164,41 +224,74 @@ int BackupMain(int argc, char** argv) {
   }
   if (!a->Has("--repo")) return Usage(tool, "--repo is required");
   if (a->positional().size() != 1) return Usage(tool, "expected one IMAGE");
-  int sources = a->Has("--full") + a->Has("--scan") + a->Has("--bitmap") +
-                a->Has("--since-snapshot") + a->Has("--tracker");
-  if (sources != 1) {
-    return Usage(tool, "choose exactly one of --full, --scan, --bitmap, --since-snapshot, --tracker");
+  const bool full = a->Has("--full"), scan = a->Has("--scan"), since_snap = a->Has("--since-snapshot");
+  if (full + scan + since_snap > 1) return Usage(tool, "choose one of --full, --scan, --since-snapshot");
+  if (!full && !scan && !since_snap && !a->Has("--tracker") && !a->Has("--bitmap")) {
+    return Usage(tool, "choose a source: --full, --scan, --tracker DIR, --bitmap NAME or --since-snapshot SNAP");
   }
-  if (a->Has("--tracker") != a->Has("--since")) return Usage(tool, "--tracker and --since go together");
-  if (a->Has("--full") && a->Has("--parent")) return Usage(tool, "a --full backup has no parent");
+  if (a->Has("--tracker") + a->Has("--bitmap") + a->Has("--snapshot") > 1) {
+    return Usage(tool, "a backup ends at one point: choose one of --tracker, --bitmap, --snapshot");
+  }
+  if ((a->Has("--since") || a->Has("--checkpoint")) && !a->Has("--tracker")) {
+    return Usage(tool, "--since and --checkpoint go with --tracker");
+  }
+  if (a->Has("--since") && (full || scan)) return Usage(tool, "--since starts an incremental: not with --full or --scan");
+  if (since_snap && (a->Has("--tracker") || a->Has("--bitmap"))) {
+    return Usage(tool, "--since-snapshot ends at a snapshot (--snapshot SNAP) or at no point");
+  }
+  if (a->Has("--snapshot") && !(full || scan || since_snap)) {
+    return Usage(tool, "--snapshot goes with --full, --scan or --since-snapshot");
+  }
+  if (full && a->Has("--parent")) return Usage(tool, "a --full backup has no parent");
   PipelineOptions opt;
   if (Status s = ParsePipeline(*a, &opt); !s.ok()) return Usage(tool, s.message());
+  auto fw = ParseFreezeWindow(*a);
+  if (!fw) return Usage(tool, fw.error().message());
+  if (fw->enabled && !a->Has("--tracker") && !a->Has("--bitmap")) {
+    return Usage(tool, "--quiesce freezes while the end point is taken: it needs --tracker or --bitmap");
+  }
   const bool json = a->Has("--json");
   BackupRequest req;
   req.image = a->positional()[0];
   req.format = a->Get("--format").value_or("auto");
+  if (req.format != "auto" && req.format != "raw" && req.format != "qcow2") {
+    return Usage(tool, "--format must be raw, qcow2 or auto");
+  }
+  req.disk_name = a->Get("--disk").value_or("");
   req.parent = a->Get("--parent").value_or("latest");
+  if (req.parent != "latest" && !IdFromHex(req.parent) &&
+      (req.parent.size() < 4 || req.parent.size() > 32 ||
+       req.parent.find_first_not_of("0123456789abcdef") != std::string::npos)) {
+    return Usage(tool, "--parent takes 'latest' or a backup id (at least 4 hex digits)");
+  }
   req.pipeline = opt;
   if (auto gv = a->Get("--granularity")) {
     auto gb = ParseSize(*gv);
     if (!gb) return Usage(tool, gb.error().message());
+    if (!Granularity::FromBytes(*gb)) return Usage(tool, Granularity::FromBytes(*gb).error().message());
     req.granularity = *gb;
   }
-  if (a->Has("--full")) {
-    req.source.kind = SourceKind::kFull;
-  } else if (a->Has("--scan")) {
-    req.source.kind = SourceKind::kScan;
-  } else if (a->Has("--tracker")) {
-    req.source.kind = SourceKind::kTracker;
-    req.source.tracker_dir = *a->Get("--tracker");
-    req.source.name = *a->Get("--since");
-  } else if (a->Has("--bitmap")) {
-    req.source.kind = SourceKind::kBitmap;
-    req.source.name = *a->Get("--bitmap");
-    req.source.force = a->Has("--force");
-  } else {
-    req.source.kind = SourceKind::kSnapshot;
-    req.source.name = *a->Get("--since-snapshot");
+  ChangeSource& src = req.source;
+  src.tracker_dir = a->Get("--tracker").value_or("");
+  src.since = a->Get("--since").value_or("");
+  src.checkpoint_name = a->Get("--checkpoint").value_or("");
+  src.bitmap = a->Get("--bitmap").value_or("");
+  src.snapshot = a->Get("--snapshot").value_or("");
+  src.since_snapshot = a->Get("--since-snapshot").value_or("");
+  if (full) src.kind = SourceKind::kFull;
+  else if (scan) src.kind = SourceKind::kScan;
+  else if (since_snap) src.kind = SourceKind::kSnapshot;
+  else if (!src.tracker_dir.empty()) src.kind = SourceKind::kTracker;
+  else src.kind = SourceKind::kBitmap;
+  if (fw->enabled) {
+    // Never freeze the filesystem the tracker writes its state to.
+    if (!src.tracker_dir.empty()) fw->protected_paths.push_back(src.tracker_dir);
+    req.point_window = [&](const std::function<Status()>& take, bool* quiesced) -> Status {
+      auto q = RunInFreezeWindow(*fw, take);
+      if (!q) return q.error();
+      *quiesced = q->quiesced;
+      return Status::Ok();
+    };
   }
   auto repo = Repository::Open(*a->Get("--repo"));
   if (!repo) return Fail(tool, repo.error());
@@ -207,24 +300,34 @@ int BackupMain(int argc, char** argv) {
   auto result = BackupToRepository(**repo, req);
   if (!result) return Fail(tool, result.error());
   const CatalogEntry& entry = result->entry;
+  const ArchiveHeader& h = entry.header;
   const BackupStats& st = result->stats;
-  if (!st.notice.empty() && !json) std::fprintf(stderr, "strata backup: note: %s\n", st.notice.c_str());
+  if (!json) {
+    if (!st.notice.empty()) std::fprintf(stderr, "strata backup: note: %s\n", st.notice.c_str());
+    for (const std::string& n : result->notes) std::fprintf(stderr, "strata backup: note: %s\n", n.c_str());
+  }
   if (json) {
-    std::printf("{\"id\": \"%s\", \"parent\": %s, \"source\": \"%s\", \"changed_bytes\": %" PRIu64
-                ", \"read_bytes\": %" PRIu64 ", \"data_bytes\": %" PRIu64 ", \"zero_bytes\": %" PRIu64
-                ", \"skipped_bytes\": %" PRIu64 ", \"stored_bytes\": %" PRIu64
-                ", \"archive_bytes\": %" PRIu64 ", \"seconds\": %.3f, \"io_uring\": %s"
-                ", \"direct_io\": %s, \"registered_buffers\": %s, \"notice\": %s}\n",
-                IdToHex(entry.id).c_str(),
-                IsNullId(entry.parent) ? "null" : ("\"" + IdToHex(entry.parent) + "\"").c_str(),
-                SourceKindName(entry.source), st.planned_bytes, st.read_bytes, st.data_bytes,
-                st.zero_bytes, st.skipped_bytes, st.stored_bytes, st.archive_bytes, st.seconds,
-                st.used_uring ? "true" : "false", st.used_direct ? "true" : "false",
-                st.registered_buffers ? "true" : "false", JsonString(st.notice).c_str());
+    Json j = EntryJson(entry);
+    j["changed_bytes"] = st.planned_bytes;
+    j["read_bytes"] = st.read_bytes;
+    j["data_bytes"] = st.data_bytes;
+    j["zero_bytes"] = st.zero_bytes;
+    j["skipped_bytes"] = st.skipped_bytes;
+    j["seconds"] = st.seconds;
+    j["io_uring"] = st.used_uring;
+    j["direct_io"] = st.used_direct;
+    j["registered_buffers"] = st.registered_buffers;
+    j["notice"] = st.notice;
+    j["notes"] = result->notes;
+    std::printf("%s\n", j.dump().c_str());
   } else {
     double ratio = st.stored_bytes ? static_cast<double>(st.data_bytes) / static_cast<double>(st.stored_bytes) : 0;
-    std::printf("backup %s (%s%s%s) of %s\n", IdToHex(entry.id).c_str(), SourceKindName(entry.source),
-                entry.source_name.empty() ? "" : " ", entry.source_name.c_str(), req.image.c_str());
+    std::printf("backup %s (%s) of %s\n", IdToHex(h.id).c_str(), SourceText(h).c_str(), h.disk_name.c_str());
+    if (!h.is_full()) {
+      std::printf("  from %s (backup %s)\n", h.start.Describe().c_str(), IdToHex(h.parent_id).substr(0, 8).c_str());
+    }
+    std::printf("  ends at %s%s\n", h.end.Describe().c_str(),
+                h.quiesced ? ", quiesced" : (fw->enabled ? ", NOT quiesced (the freeze window expired)" : ""));
     std::printf("  changed %s, read %s, data %s, zeros %s%s, stored %s (ratio %.2f)\n",
                 FormatBytes(st.planned_bytes).c_str(), FormatBytes(st.read_bytes).c_str(),
                 FormatBytes(st.data_bytes).c_str(), FormatBytes(st.zero_bytes).c_str(),
@@ -239,58 +342,101 @@ int BackupMain(int argc, char** argv) {
 // ---- strata list / info ----
 
 int ListMain(int argc, char** argv) {
-  auto a = Args::Parse(argc, argv, 1, {"--repo"}, {"--help", "--json"});
+  auto a = Args::Parse(argc, argv, 1, {"--repo", "--disk"}, {"--help", "--json"});
   if (!a) return Usage("strata list", a.error().message());
   if (a->Has("--help")) {
-    std::puts("Usage: strata list --repo REPO [--json]\n\nLists the backups of a repository, oldest first.");
+    std::puts("Usage: strata list --repo REPO [--disk NAME] [--json]\n\n"
+              "Lists the backups of a repository by disk, oldest first, with the point\n"
+              "each one ends at.");
     return kExitOk;
   }
   if (!a->Has("--repo") || !a->positional().empty()) return Usage("strata list", "expected --repo REPO");
   auto repo = Repository::Open(*a->Get("--repo"));
   if (!repo) return Fail("strata list", repo.error());
+  std::vector<DiskInfo> disks = (*repo)->Disks();
+  if (auto d = a->Get("--disk")) {
+    auto di = (*repo)->DiskNamed(*d);
+    if (!di) return Fail("strata list", di.error());
+    disks = {*di};
+  }
   const auto& es = (*repo)->entries();
   if (a->Has("--json")) {
-    std::puts("[");
-    for (size_t i = 0; i < es.size(); ++i) PrintEntryJson(es[i], i + 1 < es.size());
-    std::puts("]");
+    Json arr = Json::array();
+    for (const CatalogEntry& e : es) {
+      for (const DiskInfo& d : disks) {
+        if (d.id == e.header.disk_id) arr.push_back(EntryJson(e));
+      }
+    }
+    std::printf("%s\n", arr.dump(1).c_str());
     return kExitOk;
   }
-  std::printf("%-32s  %-8s  %-20s  %-18s %10s %10s\n", "id", "parent", "created", "source",
-              "logical", "stored");
-  for (const CatalogEntry& e : es) {
-    std::string src = SourceKindName(e.source);
-    if (!e.source_name.empty()) src += " " + e.source_name;
-    std::printf("%-32s  %-8s  %-20s  %-18s %10s %10s\n", IdToHex(e.id).c_str(),
-                IsNullId(e.parent) ? "-" : IdToHex(e.parent).substr(0, 8).c_str(),
-                FormatTime(e.created_unix_ns).c_str(), src.c_str(),
-                FormatBytes(e.logical_bytes).c_str(), FormatBytes(e.stored_bytes).c_str());
+  size_t shown = 0;
+  for (const DiskInfo& d : disks) {
+    std::printf("%s%s (%s, %s): %zu backup%s\n", shown ? "\n" : "",
+                d.name.empty() ? "(disk without a name: made before version 2)" : d.name.c_str(),
+                DiskFormatName(d.format), FormatBytes(d.size).c_str(), d.backups, d.backups == 1 ? "" : "s");
+    std::printf("  %-32s  %-8s  %-20s  %-22s %10s %10s  %s\n", "id", "parent", "content time", "source",
+                "logical", "stored", "ends at");
+    for (const CatalogEntry& e : es) {
+      const ArchiveHeader& h = e.header;
+      if (h.disk_id != d.id) continue;
+      ++shown;
+      std::printf("  %-32s  %-8s  %-20s  %-22s %10s %10s  %s%s\n", IdToHex(h.id).c_str(),
+                  h.is_full() ? "-" : IdToHex(h.parent_id).substr(0, 8).c_str(),
+                  FormatTime(static_cast<int64_t>(h.content_unix_ns)).c_str(), SourceText(h).c_str(),
+                  FormatBytes(e.logical_bytes).c_str(), FormatBytes(e.stored_bytes).c_str(),
+                  h.end.Describe().c_str(), h.quiesced ? " (quiesced)" : "");
+    }
   }
-  std::printf("%zu backups\n", es.size());
+  if (disks.empty()) std::printf("no backups\n");
   return kExitOk;
 }
 
 int InfoMain(int argc, char** argv) {
-  auto a = Args::Parse(argc, argv, 1, {}, {"--help", "--json"});
+  auto a = Args::Parse(argc, argv, 1, {"--repo", "--backup"}, {"--help", "--json"});
   if (!a) return Usage("strata info", a.error().message());
   if (a->Has("--help")) {
-    std::puts("Usage: strata info [--json] ARCHIVE\n\nPrints the header and statistics of an archive file.");
+    std::puts("Usage: strata info [--json] ARCHIVE\n"
+              "       strata info [--json] --repo REPO --backup ID\n\n"
+              "Prints the header and statistics of an archive.");
     return kExitOk;
   }
-  if (a->positional().size() != 1) return Usage("strata info", "expected one ARCHIVE file");
-  auto r = ArchiveReader::Open(a->positional()[0]);
+  std::string path;
+  if (a->Has("--repo") || a->Has("--backup")) {
+    if (!a->Has("--repo") || !a->Has("--backup") || !a->positional().empty()) {
+      return Usage("strata info", "expected --repo REPO --backup ID, or one ARCHIVE file");
+    }
+    auto repo = Repository::Open(*a->Get("--repo"));
+    if (!repo) return Fail("strata info", repo.error());
+    auto e = (*repo)->Find(*a->Get("--backup"));
+    if (!e) return Fail("strata info", e.error(), true);
+    path = (*repo)->ArchivePath((*e)->id());
+  } else {
+    if (a->positional().size() != 1) return Usage("strata info", "expected one ARCHIVE file");
+    path = a->positional()[0];
+  }
+  auto r = ArchiveReader::Open(path);
   if (!r) return Fail("strata info", r.error());
   const ArchiveHeader& h = (*r)->header();
   CatalogEntry e = Repository::EntryFor(**r);
   if (a->Has("--json")) {
-    PrintEntryJson(e, false);
+    Json j = EntryJson(e);
+    j["frames"] = (*r)->index().frames.size();
+    j["extents"] = (*r)->index().extents.size();
+    j["path"] = (*r)->path();
+    std::printf("%s\n", j.dump().c_str());
     return kExitOk;
   }
-  std::printf("archive     %s\nid          %s\nparent      %s\ncreated     %s\nsource      %s %s\n"
+  std::printf("archive     %s (version %u)\nid          %s\nparent      %s\ndisk        %s (%s, id %s)\n"
+              "created     %s\ncontent     %s\nsource      %s\nstarts at   %s\nends at     %s%s\n"
               "disk size   %s (%" PRIu64 " bytes)\ngranularity %s\ncompression zstd level %d, chunks of %s\n"
               "frames      %zu\nextents     %zu\nlogical     %s\nstored      %s (file %s)\n",
-              (*r)->path().c_str(), IdToHex(h.id).c_str(),
+              (*r)->path().c_str(), h.version, IdToHex(h.id).c_str(),
               h.is_full() ? "- (full backup)" : IdToHex(h.parent_id).c_str(),
-              FormatTime(h.created_unix_ns).c_str(), SourceKindName(h.source), h.source_name.c_str(),
+              h.disk_name.empty() ? "-" : h.disk_name.c_str(), DiskFormatName(h.disk_format),
+              Id128ToHex(h.disk_id).c_str(), FormatTime(static_cast<int64_t>(h.created_unix_ns)).c_str(),
+              FormatTime(static_cast<int64_t>(h.content_unix_ns)).c_str(), SourceText(h).c_str(),
+              h.start.Describe().c_str(), h.end.Describe().c_str(), h.quiesced ? " (quiesced)" : "",
               FormatBytes(h.disk_size).c_str(), h.disk_size,
               FormatBytes(uint64_t{1} << h.granularity_shift).c_str(), h.level,
               FormatBytes(h.chunk_size).c_str(), (*r)->index().frames.size(),
@@ -303,14 +449,15 @@ int InfoMain(int argc, char** argv) {
 
 int RestoreMain(int argc, char** argv) {
   const char* tool = "strata restore";
-  std::set<std::string> vf = {"--repo", "--backup"};
+  std::set<std::string> vf = {"--repo", "--backup", "--disk"};
   vf.insert(kPipelineFlags.begin(), kPipelineFlags.end());
   auto a = Args::Parse(argc, argv, 1, vf, {"--help", "--json", "--force", "--no-direct"});
   if (!a) return Usage(tool, a.error().message());
   if (a->Has("--help")) {
     std::puts(
-        "Usage: strata restore --repo REPO [--backup ID|latest] [--force] [--json] OUTPUT\n\n"
-        "Restores a backup (default: the latest) to OUTPUT, a raw image file (sparse:\n"
+        "Usage: strata restore --repo REPO [--backup ID|latest] [--disk NAME] [--force] [--json] OUTPUT\n\n"
+        "Restores a backup (default: the latest, i.e. the one with the newest content,\n"
+        "of disk NAME when given) to OUTPUT, a raw image file (sparse:\n"
         "zero ranges become holes) or a block device. Every block is read from exactly\n"
         "one archive of the chain and written once; every checksum is verified.\n"
         "An existing regular file is only overwritten with --force. Data ranges are\n"
@@ -331,25 +478,31 @@ int RestoreMain(int argc, char** argv) {
   }
   auto repo = Repository::Open(*a->Get("--repo"));
   if (!repo) return Fail(tool, repo.error());
-  auto e = (*repo)->Find(a->Get("--backup").value_or("latest"));
+  std::optional<DiskInfo> disk;
+  if (auto d = a->Get("--disk")) {
+    auto di = (*repo)->DiskNamed(*d);
+    if (!di) return Fail(tool, di.error());
+    disk = *di;
+  }
+  auto e = (*repo)->Find(a->Get("--backup").value_or("latest"), disk ? &disk->id : nullptr);
   if (!e) return Fail(tool, e.error(), true);
   Progress progress("restore");
   opt.progress = [&](uint64_t d, uint64_t t) { progress(d, t); };
-  auto stats = RestoreFromRepository(**repo, IdToHex((*e)->id), out, opt);
+  auto stats = RestoreFromRepository(**repo, IdToHex((*e)->id()), out, opt);
   if (!stats) return Fail(tool, stats.error());
   if (a->Has("--json")) {
     std::printf("{\"id\": \"%s\", \"output\": %s, \"chain\": %zu, \"data_bytes\": %" PRIu64
                 ", \"zero_bytes\": %" PRIu64 ", \"frames_read\": %" PRIu64
                 ", \"stored_bytes_read\": %" PRIu64 ", \"seconds\": %.3f, \"io_uring\": %s"
                 ", \"direct_io\": %s, \"registered_buffers\": %s, \"notice\": %s}\n",
-                IdToHex((*e)->id).c_str(), JsonString(out).c_str(), stats->chain_length, stats->data_bytes,
+                IdToHex((*e)->id()).c_str(), JsonString(out).c_str(), stats->chain_length, stats->data_bytes,
                 stats->zero_bytes, stats->frames_read, stats->stored_bytes_read, stats->seconds,
                 stats->used_uring ? "true" : "false", stats->used_direct ? "true" : "false",
                 stats->registered_buffers ? "true" : "false", JsonString(stats->notice).c_str());
   } else {
     if (!stats->notice.empty()) std::fprintf(stderr, "%s: note: %s\n", tool, stats->notice.c_str());
     std::printf("restored %s (chain of %zu) to %s: %s data, %s zeros, %.2f s (%s)\n",
-                IdToHex((*e)->id).c_str(), stats->chain_length, out.c_str(),
+                IdToHex((*e)->id()).c_str(), stats->chain_length, out.c_str(),
                 FormatBytes(stats->data_bytes).c_str(), FormatBytes(stats->zero_bytes).c_str(),
                 stats->seconds, Rate(stats->data_bytes, stats->seconds).c_str());
   }
@@ -360,30 +513,63 @@ int RestoreMain(int argc, char** argv) {
 
 int VerifyMain(int argc, char** argv) {
   const char* tool = "strata verify";
-  auto a = Args::Parse(argc, argv, 1, {"--repo", "--backup", "--against", "--format"},
+  auto a = Args::Parse(argc, argv, 1, {"--repo", "--backup", "--against", "--format", "--disk"},
                        {"--help", "--json"});
   if (!a) return Usage(tool, a.error().message());
   if (a->Has("--help")) {
     std::puts(
-        "Usage: strata verify --repo REPO [--backup ID] [--against IMAGE] [--json]\n\n"
-        "Checks every checksum of every archive in the chain of a backup (default:\n"
-        "every backup). --against IMAGE also compares the restored view with IMAGE\n"
-        "block by block.");
+        "Usage: strata verify --repo REPO [--backup ID] [--disk NAME] [--against IMAGE] [--json]\n\n"
+        "Checks that every catalog entry matches its archive's header, that every\n"
+        "chain links up (each incremental starts where its parent ends) and every\n"
+        "checksum of every archive in the chain of a backup (default: every backup).\n"
+        "--against IMAGE also compares the restored view with IMAGE block by block\n"
+        "(default backup: the newest of IMAGE's disk, or of --disk NAME).");
     return kExitOk;
   }
   if (!a->Has("--repo") || !a->positional().empty()) return Usage(tool, "expected --repo REPO");
   auto repo = Repository::Open(*a->Get("--repo"));
   if (!repo) return Fail(tool, repo.error());
+  std::optional<DiskInfo> disk;
+  if (auto d = a->Get("--disk")) {
+    auto di = (*repo)->DiskNamed(*d);
+    if (!di) return Fail(tool, di.error());
+    disk = *di;
+  } else if (auto against = a->Get("--against"); against && !a->Has("--backup")) {
+    char* rp = ::realpath(against->c_str(), nullptr);
+    std::string abs = rp ? rp : *against;
+    std::free(rp);
+    auto di = (*repo)->DiskNamed(abs);
+    if (!di) {
+      return Fail(tool, Status::NotFound((*repo)->dir() + ": no backups of " + abs +
+                                         " (name the backup with --backup ID or the disk with --disk NAME)"));
+    }
+    disk = *di;
+  }
   std::vector<ArchiveId> targets;
   if (auto b = a->Get("--backup")) {
-    auto e = (*repo)->Find(*b);
+    auto e = (*repo)->Find(*b, disk ? &disk->id : nullptr);
     if (!e) return Fail(tool, e.error(), true);
-    targets.push_back((*e)->id);
+    targets.push_back((*e)->id());
+  } else if (a->Has("--against")) {
+    auto e = (*repo)->Find("latest", disk ? &disk->id : nullptr);
+    if (!e) return Fail(tool, e.error());
+    targets.push_back((*e)->id());
   } else {
-    for (const CatalogEntry& e : (*repo)->entries()) targets.push_back(e.id);
-    if (a->Has("--against")) {
-      if (targets.empty()) return Fail(tool, Status::NotFound((*repo)->dir() + ": no backups"));
-      targets = {targets.back()};
+    for (const CatalogEntry& e : (*repo)->entries()) {
+      if (!disk || e.header.disk_id == disk->id) targets.push_back(e.id());
+    }
+  }
+  // The catalog is a copy of the archives' headers: any disagreement means
+  // one of them was damaged or an operation was interrupted.
+  for (const CatalogEntry& e : (*repo)->entries()) {
+    if (std::find(targets.begin(), targets.end(), e.id()) == targets.end()) continue;
+    auto r = ArchiveReader::Open((*repo)->ArchivePath(e.id()));
+    if (!r) return Fail(tool, r.error());
+    CatalogEntry actual = Repository::EntryFor(**r);
+    if (EncodeHeader(actual.header) != EncodeHeader(e.header) || actual.logical_bytes != e.logical_bytes ||
+        actual.stored_bytes != e.stored_bytes || actual.archive_bytes != e.archive_bytes) {
+      return Fail(tool, Status::Corruption((*repo)->dir() + "/catalog: the entry of backup " + IdToHex(e.id()) +
+                                           " disagrees with its archive " + (*r)->path()));
     }
   }
   auto t0 = std::chrono::steady_clock::now();
@@ -399,7 +585,10 @@ int VerifyMain(int argc, char** argv) {
       ++archives;
     }
     if (auto against = a->Get("--against")) {
-      auto img = OpenImage(*against, a->Get("--format").value_or("auto"));
+      const ArchiveHeader& top = (*chain)[0]->header();
+      std::string fmt = a->Get("--format").value_or(
+          top.disk_format == DiskFormat::kUnknown ? "auto" : DiskFormatName(top.disk_format));
+      auto img = OpenImage(*against, fmt);
       if (!img) return Fail(tool, img.error());
       if ((*img)->size() != (*chain)[0]->header().disk_size) {
         return Fail(tool, Status::Corruption(*against + ": size differs from the backup"));
@@ -478,14 +667,14 @@ int MergeMain(int argc, char** argv) {
     auto e = r.Find(*which);
     if (!e) return Fail(tool, e.error(), true);
     const CatalogEntry src = **e;  // copied: the catalog grows below
-    auto res = SyntheticFull(r, src.id, opt);
+    auto res = SyntheticFull(r, src.id(), opt);
     if (!res) return Fail(tool, res.error());
     const auto* st = &res->stats;
     const CatalogEntry h = res->entry;
     if (json) std::printf("{\"id\": \"%s\", \"synthetic_full_of\": \"%s\", \"stored_bytes\": %" PRIu64 "}\n",
-                          IdToHex(h.id).c_str(), IdToHex(src.id).c_str(), st->stored_bytes);
-    else std::printf("synthetic full %s of %s: %s data, stored %s\n", IdToHex(h.id).c_str(),
-                     IdToHex(src.id).c_str(), FormatBytes(st->data_bytes).c_str(),
+                          IdToHex(h.id()).c_str(), IdToHex(src.id()).c_str(), st->stored_bytes);
+    else std::printf("synthetic full %s of %s: %s data, stored %s\n", IdToHex(h.id()).c_str(),
+                     IdToHex(src.id()).c_str(), FormatBytes(st->data_bytes).c_str(),
                      FormatBytes(st->stored_bytes).c_str());
     return kExitOk;
   }
@@ -493,12 +682,12 @@ int MergeMain(int argc, char** argv) {
   // --remove X, or --fold C (= remove C's parent).
   auto e = r.Find(a->Has("--remove") ? *a->Get("--remove") : *a->Get("--fold"));
   if (!e) return Fail(tool, e.error(), true);
-  ArchiveId victim = (*e)->id;
+  ArchiveId victim = (*e)->id();
   if (a->Has("--fold")) {
-    if (IsNullId((*e)->parent)) {
+    if (IsNullId((*e)->parent())) {
       return Fail(tool, Status::InvalidArgument(IdToHex(victim) + " is a full backup: nothing to fold"), true);
     }
-    victim = (*e)->parent;
+    victim = (*e)->parent();
   }
   auto removed = RemoveBackup(r, victim, opt);
   if (!removed) return Fail(tool, removed.error());
@@ -506,7 +695,7 @@ int MergeMain(int argc, char** argv) {
   uint64_t rewritten_bytes = 0;
   for (const ArchiveId& c : children) {
     for (const CatalogEntry& x : r.entries()) {
-      if (x.id == c) rewritten_bytes += x.stored_bytes;
+      if (x.id() == c) rewritten_bytes += x.archive_bytes;
     }
   }
   if (json) {

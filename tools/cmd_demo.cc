@@ -128,40 +128,34 @@ int DemoMain(int argc, char** argv) {
   };
   std::vector<Row> rows;
   PipelineOptions opt;
-  auto backup = [&](const std::string& what, SourceKind kind, const std::string& since,
-                    uint64_t changed) -> Status {
-    // The checkpoint first: writes after it belong to the next generation.
-    std::string cp = "cp" + std::to_string(rows.size());
-    STRATA_RETURN_IF_ERROR((*tracker)->Checkpoint(cp).status());
+  auto backup = [&](const std::string& what, SourceKind kind, uint64_t changed) -> Status {
+    // One step: the backup takes a checkpoint in the tracker this process
+    // holds (its end point) and, for an incremental, reads what changed
+    // since the checkpoint its parent ended at.
     BackupRequest req;
     req.image = disk;
     req.format = "raw";
     req.pipeline = opt;
     req.source.kind = kind;
-    req.source.name = since;
-    Result<ExtentSet> set = Status::InvalidArgument("unused");
-    if (kind != SourceKind::kFull) {
-      set = (*tracker)->ChangedBetween(since, cp);
-      if (!set) return set.error();
-      req.source.changes = &*set;
-    }
+    req.source.tracker = tracker->get();
+    req.source.checkpoint_name = "cp" + std::to_string(rows.size());
     STRATA_ASSIGN_OR_RETURN(BackupResult res, BackupToRepository(**repo, req));
     BackupStats st = res.stats;
-    ArchiveId id = res.entry.id;
+    ArchiveId id = res.entry.id();
     STRATA_ASSIGN_OR_RETURN(Hash128 truth, HashImage(disk));
     rows.push_back({what, changed ? changed : st.planned_bytes, st, id, truth});
     return Status::Ok();
   };
 
   // 2. Full backup, then two rounds of tracked writes and incrementals.
-  if (Status s = backup("full", SourceKind::kFull, "", 0); !s.ok()) return fail(s);
+  if (Status s = backup("full", SourceKind::kFull, 0); !s.ok()) return fail(s);
   uint64_t changed = 0;
   if (Status s = Scribble(**device, size, 0.02, 7, &changed); !s.ok()) return fail(s);
   std::printf("wrote %s through the tracked device (2%% of the 64 KiB blocks)\n", FormatBytes(changed).c_str());
-  if (Status s = backup("incremental 1", SourceKind::kTracker, "cp0", 0); !s.ok()) return fail(s);
+  if (Status s = backup("incremental 1", SourceKind::kTracker, 0); !s.ok()) return fail(s);
   if (Status s = Scribble(**device, size, 0.01, 8, &changed); !s.ok()) return fail(s);
   std::printf("wrote %s through the tracked device (1%% of the 64 KiB blocks)\n\n", FormatBytes(changed).c_str());
-  if (Status s = backup("incremental 2", SourceKind::kTracker, "cp1", 0); !s.ok()) return fail(s);
+  if (Status s = backup("incremental 2", SourceKind::kTracker, 0); !s.ok()) return fail(s);
 
   std::printf("%-14s %12s %12s %12s %7s %8s %12s\n", "backup", "changed", "data", "stored", "ratio",
               "time", "throughput");

@@ -12,7 +12,9 @@
 
 #include "engine/tracker/tracker.h"
 #include "engine/quiesce/quiesce.h"
+#include "extents/id128.h"
 #include "tools/cli_util.h"
+#include "tools/quiesce_window.h"
 #include "tools/commands.h"
 
 namespace strata::cli {
@@ -147,10 +149,11 @@ int List(const Args& args, bool json) {
   auto list = tr.List();
   const RecoveryInfo& r = tr.recovery();
   if (json) {
-    std::printf("{\"disk_size\": %" PRIu64 ", \"granularity\": %" PRIu64
+    std::printf("{\"uuid\": \"%s\", \"disk_size\": %" PRIu64 ", \"granularity\": %" PRIu64
                 ", \"intent_log\": %s, \"clean_shutdown\": %s, \"active_unknown\": %s, "
                 "\"checkpoints\": [",
-                tr.disk_size(), tr.granularity().bytes(), tr.intent_log_enabled() ? "true" : "false",
+                Id128ToHex(tr.uuid()).c_str(), tr.disk_size(), tr.granularity().bytes(),
+                tr.intent_log_enabled() ? "true" : "false",
                 r.clean_shutdown ? "true" : "false", r.active_unknown ? "true" : "false");
     for (size_t i = 0; i < list.size(); ++i) {
       std::printf("%s%s", i ? ",\n  " : "\n  ", CheckpointJson(list[i]).c_str());
@@ -158,8 +161,9 @@ int List(const Args& args, bool json) {
     std::printf("]}\n");
   } else {
     PrintRecovery(kTrackerTool, tr);
-    std::printf("%s: %s disk, granularity %s, intent log %s, %zu checkpoints\n", tr.dir().c_str(),
-                FormatBytes(tr.disk_size()).c_str(), FormatBytes(tr.granularity().bytes()).c_str(),
+    std::printf("%s (tracker %s): %s disk, granularity %s, intent log %s, %zu checkpoints\n", tr.dir().c_str(),
+                Id128ToHex(tr.uuid()).c_str(), FormatBytes(tr.disk_size()).c_str(),
+                FormatBytes(tr.granularity().bytes()).c_str(),
                 tr.intent_log_enabled() ? "on" : "off", list.size());
     std::printf("%8s  %-20s  %-24s %14s\n", "id", "created (UTC)", "name", "changed");
     for (const auto& c : list) {
@@ -229,10 +233,10 @@ int TrackerMain(int argc, char** argv) {
 // print so a `--quiesce` option can wrap the Checkpoint call in a freeze
 // window without restructuring (Tracker::Checkpoint is the library call).
 int CheckpointMain(int argc, char** argv) {
-  auto args = Args::Parse(argc, argv, 1,
-                          {"--tracker", "--quiesce", "--exec", "--deadline", "--hooks",
-                           "--protect", "--confine"},
-                          {"--json", "--help", "--force-freeze"});
+  std::set<std::string> vf = kQuiesceValueFlags, bf = kQuiesceBoolFlags;
+  vf.insert("--tracker");
+  bf.insert({"--json", "--help"});
+  auto args = Args::Parse(argc, argv, 1, vf, bf);
   if (!args) return Usage(kCheckpointTool, args.error().message());
   if (args->Has("--help")) {
     std::fputs(kCheckpointHelp, stdout);
@@ -241,47 +245,23 @@ int CheckpointMain(int argc, char** argv) {
   if (!args->Has("--tracker")) return Usage(kCheckpointTool, "--tracker DIR is required");
   const auto& pos = args->positional();
   if (pos.size() != 1) return Usage(kCheckpointTool, "expected one checkpoint NAME");
-  const bool quiesce = args->Has("--quiesce");
-  for (const char* f : {"--exec", "--deadline", "--hooks", "--protect", "--confine", "--force-freeze"}) {
-    if (args->Has(f) && !quiesce) return Usage(kCheckpointTool, std::string(f) + " needs --quiesce");
-  }
-  quiesce::QuiesceRequest qr;
-  if (quiesce) {
-    qr.targets = args->All("--quiesce");
-    qr.exec_command = args->Get("--exec").value_or("");
-    qr.hook_dir = args->Get("--hooks").value_or("");
-    qr.force = args->Has("--force-freeze");
-    qr.confine_to = args->Get("--confine").value_or("");
-    if (auto d = args->Get("--deadline")) {
-      char* end = nullptr;
-      double secs = std::strtod(d->c_str(), &end);
-      if (end == d->c_str() || *end || !(secs > 0 && secs <= 3600)) {
-        return Usage(kCheckpointTool, "--deadline must be a number of seconds in (0, 3600]");
-      }
-      qr.deadline = std::chrono::milliseconds(static_cast<int64_t>(secs * 1000));
-    }
-  }
+  auto fw = ParseFreezeWindow(*args);
+  if (!fw) return Usage(kCheckpointTool, fw.error().message());
+  // Never freeze the filesystem the tracker writes its state to: the
+  // checkpoint inside the window would deadlock on it.
+  fw->protected_paths.push_back(*args->Get("--tracker"));
   auto t = OpenFor(*args, false);
   if (!t) return Fail(kCheckpointTool, t.error(), true);
   PrintRecovery(kCheckpointTool, **t);
   Result<CheckpointInfo> cp = Status::InvalidArgument("no checkpoint taken");
   std::optional<quiesce::QuiescedResult> window;
-  if (!quiesce) {
+  if (!fw->enabled) {
     cp = (*t)->Checkpoint(pos[0]);
   } else {
-    // Never freeze the filesystem the tracker writes its state to: the
-    // checkpoint inside the window would deadlock on it.
-    quiesce::Coordinator::Options qo;
-    qo.protected_paths = args->All("--protect");
-    qo.protected_paths.push_back(*args->Get("--tracker"));
-    qo.confine_to = qr.confine_to;
-    quiesce::Coordinator coord(quiesce::MakeFifreezeBackend(), qo);
-    (void)quiesce::InstallSignalThaw(&coord);
-    auto q = quiesce::RunQuiesced(coord, qr, [&]() -> Status {
+    auto q = RunInFreezeWindow(*fw, [&]() -> Status {
       cp = (*t)->Checkpoint(pos[0]);
       return cp.status();
     });
-    (void)quiesce::InstallSignalThaw(nullptr);
     if (!q) {
       (void)(*t)->Close();
       return Fail(kCheckpointTool, q.error());  // a refusal or a freeze failure: exit 1

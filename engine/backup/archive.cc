@@ -37,6 +37,13 @@ Hash128 ZeroHash(uint64_t n) {
 
 Result<std::unique_ptr<ArchiveWriter>> ArchiveWriter::Create(const std::string& final_path,
                                                              const ArchiveHeader& header) {
+  for (const std::string* n : {&header.source_name, &header.disk_name, &header.start.name,
+                               &header.end.name}) {
+    if (n->size() > kMaxPointName) {
+      return Status::InvalidArgument(final_path + ": name longer than " +
+                                     std::to_string(kMaxPointName) + " bytes: " + n->substr(0, 64) + "…");
+    }
+  }
   std::unique_ptr<ArchiveWriter> w(new ArchiveWriter);
   w->final_path_ = final_path;
   std::random_device rd;

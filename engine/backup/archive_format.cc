@@ -1,7 +1,6 @@
 #include "engine/backup/archive_format.h"
 
 #include <cstring>
-#include <random>
 
 #include "extents/endian.h"
 #include "extents/units.h"
@@ -12,8 +11,8 @@ namespace {
 constexpr char kHeaderMagic[8] = {'S', 'T', 'R', 'A', 'T', 'A', 'A', 'R'};
 constexpr char kFooterMagic[8] = {'S', 'T', 'R', 'A', 'T', 'A', 'F', 'T'};
 constexpr char kIndexMagic[8] = {'S', 'T', 'R', 'A', 'T', 'A', 'I', 'X'};
-constexpr uint16_t kVersion = 1;
-constexpr size_t kFixedHeader = 96;  // fields before the source name
+constexpr size_t kFixedHeaderV1 = 96;   // fields before the names (§3)
+constexpr size_t kFixedHeaderV2 = 184;  // §3.2
 constexpr size_t kMaxSourceName = 1023;
 constexpr uint32_t kMinChunk = 4096, kMaxChunk = 64u << 20;
 
@@ -35,36 +34,41 @@ const char* SourceKindName(SourceKind k) {
   return "unknown";
 }
 
-std::string IdToHex(const ArchiveId& id) {
-  static const char* d = "0123456789abcdef";
-  std::string s;
-  for (uint8_t b : id) {
-    s += d[b >> 4];
-    s += d[b & 15];
-  }
-  return s;
-}
-
 Result<ArchiveId> IdFromHex(const std::string& hex) {
-  ArchiveId id{};
-  if (hex.size() != 32) return Status::InvalidArgument("'" + hex + "' is not a backup id (32 hex digits)");
-  for (size_t i = 0; i < 32; ++i) {
-    char c = hex[i];
-    int v = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
-    if (v < 0) return Status::InvalidArgument("'" + hex + "' is not a backup id (32 hex digits)");
-    id[i / 2] = static_cast<uint8_t>(id[i / 2] << 4 | v);
-  }
-  return id;
+  auto id = Id128FromHex(hex);
+  if (!id) return Status::InvalidArgument("'" + hex + "' is not a backup id (32 hex digits)");
+  return *id;
 }
 
-ArchiveId NewArchiveId() {
-  std::random_device rd;
-  ArchiveId id;
-  for (size_t i = 0; i < id.size(); i += 4) {
-    uint32_t v = rd();
-    std::memcpy(id.data() + i, &v, 4);
+const char* DiskFormatName(DiskFormat f) {
+  switch (f) {
+    case DiskFormat::kUnknown: return "unknown";
+    case DiskFormat::kRaw: return "raw";
+    case DiskFormat::kQcow2: return "qcow2";
   }
-  return id;
+  return "unknown";
+}
+
+const char* PointKindName(PointKind k) {
+  switch (k) {
+    case PointKind::kNone: return "none";
+    case PointKind::kTracker: return "tracker";
+    case PointKind::kQcow2Bitmap: return "qcow2-bitmap";
+    case PointKind::kQcow2Snapshot: return "qcow2-snapshot";
+  }
+  return "unknown";
+}
+
+std::string ChainPoint::Describe() const {
+  switch (kind) {
+    case PointKind::kNone: return "no point";
+    case PointKind::kTracker:
+      return "checkpoint '" + name + "' (#" + std::to_string(seq) + ") of tracker " +
+             Id128ToHex(source).substr(0, 8);
+    case PointKind::kQcow2Bitmap: return "qcow2 bitmap '" + name + "'";
+    case PointKind::kQcow2Snapshot: return "internal snapshot '" + name + "'";
+  }
+  return "point of unknown kind " + std::to_string(static_cast<int>(kind));
 }
 
 uint64_t IdentityCheck(const ArchiveHeader& h) {
@@ -79,11 +83,13 @@ uint64_t IdentityCheck(const ArchiveHeader& h) {
 // ---- header (§3) ----
 
 std::string EncodeHeader(const ArchiveHeader& h) {
-  const uint64_t size = Align8(kFixedHeader + h.source_name.size()) + 8;
+  const size_t names = h.source_name.size() + h.disk_name.size() + h.start.name.size() +
+                       h.end.name.size();
+  const uint64_t size = Align8(kFixedHeaderV2 + names) + 8;
   std::string out(size, '\0');
   uint8_t* p = reinterpret_cast<uint8_t*>(out.data());
   std::memcpy(p, kHeaderMagic, 8);
-  StoreLE16(p + 8, kVersion);
+  StoreLE16(p + 8, kArchiveVersion);
   StoreLE16(p + 10, static_cast<uint16_t>(size));
   StoreLE32(p + 12, 0);  // incompatible flags
   StoreLE32(p + 16, 0);  // compatible flags
@@ -98,23 +104,42 @@ std::string EncodeHeader(const ArchiveHeader& h) {
   StoreLE32(p + 76, h.chunk_size);
   StoreLE64(p + 80, h.created_unix_ns);
   StoreLE16(p + 88, static_cast<uint16_t>(h.source_name.size()));
-  std::memcpy(p + kFixedHeader, h.source_name.data(), h.source_name.size());
+  // §3.2
+  std::memcpy(p + 96, h.disk_id.data(), 16);
+  StoreLE64(p + 112, h.content_unix_ns);
+  p[120] = static_cast<uint8_t>(h.disk_format);
+  p[121] = static_cast<uint8_t>((h.quiesced ? 1 : 0) | (h.merged ? 2 : 0));
+  p[122] = static_cast<uint8_t>(h.start.kind);
+  p[123] = static_cast<uint8_t>(h.end.kind);
+  StoreLE16(p + 124, static_cast<uint16_t>(h.disk_name.size()));
+  StoreLE16(p + 126, static_cast<uint16_t>(h.start.name.size()));
+  StoreLE16(p + 128, static_cast<uint16_t>(h.end.name.size()));
+  std::memcpy(p + 136, h.start.source.data(), 16);
+  StoreLE64(p + 152, h.start.seq);
+  std::memcpy(p + 160, h.end.source.data(), 16);
+  StoreLE64(p + 176, h.end.seq);
+  size_t at = kFixedHeaderV2;
+  for (const std::string* n : {&h.source_name, &h.disk_name, &h.start.name, &h.end.name}) {
+    std::memcpy(p + at, n->data(), n->size());
+    at += n->size();
+  }
   StoreLE64(p + size - 8, Xxh3_64(p, size - 8));
   return out;
 }
 
 Result<ArchiveHeader> DecodeHeader(std::span<const uint8_t> b, const std::string& file,
                                    uint64_t* header_size, uint64_t* header_checksum) {
-  if (b.size() < kFixedHeader + 8) return Corrupt(file, 0, "truncated header");
+  if (b.size() < kFixedHeaderV1 + 8) return Corrupt(file, 0, "truncated header");
   const uint8_t* p = b.data();
   if (std::memcmp(p, kHeaderMagic, 8) != 0) return Corrupt(file, 0, "bad magic (not a strata archive)");
   uint16_t version = LoadLE16(p + 8);
-  if (version != kVersion) {
+  if (version != 1 && version != 2) {
     return Status::Unsupported(file + ": archive version " + std::to_string(version) +
-                               " (this reader knows 1)");
+                               " (this reader knows 1 and 2)");
   }
+  const size_t fixed = version == 1 ? kFixedHeaderV1 : kFixedHeaderV2;
   uint64_t size = LoadLE16(p + 10);
-  if (size < kFixedHeader + 8 || size % 8 != 0 || size > b.size()) {
+  if (size < fixed + 8 || size % 8 != 0 || size > b.size()) {
     return Corrupt(file, 10, "header size " + std::to_string(size));
   }
   uint64_t stored = LoadLE64(p + size - 8);
@@ -128,6 +153,7 @@ Result<ArchiveHeader> DecodeHeader(std::span<const uint8_t> b, const std::string
     if (p[i] != 0) return Corrupt(file, static_cast<uint64_t>(i), "reserved bytes not zero");
   }
   ArchiveHeader h;
+  h.version = version;
   std::memcpy(h.id.data(), p + 24, 16);
   std::memcpy(h.parent_id.data(), p + 40, 16);
   h.parent_identity = LoadLE64(p + 56);
@@ -146,13 +172,51 @@ Result<ArchiveHeader> DecodeHeader(std::span<const uint8_t> b, const std::string
   if (h.compression != 1) return Status::Unsupported(file + ": unknown compression " + std::to_string(h.compression));
   if (p[75] > static_cast<uint8_t>(SourceKind::kMerge)) return Corrupt(file, 75, "unknown source kind");
   if (h.chunk_size < kMinChunk || h.chunk_size > kMaxChunk) return Corrupt(file, 76, "chunk size");
-  if (name_len > kMaxSourceName || Align8(kFixedHeader + name_len) + 8 != size) {
-    return Corrupt(file, 88, "source name length " + std::to_string(name_len));
-  }
+  if (name_len > kMaxSourceName) return Corrupt(file, 88, "source name length " + std::to_string(name_len));
   if (IsNullId(h.parent_id) && h.parent_identity != 0) {
     return Corrupt(file, 56, "parent checksum without a parent");
   }
-  h.source_name.assign(reinterpret_cast<const char*>(p + kFixedHeader), name_len);
+  if (version == 1) {
+    if (Align8(kFixedHeaderV1 + name_len) + 8 != size) {
+      return Corrupt(file, 88, "source name length " + std::to_string(name_len));
+    }
+    h.source_name.assign(reinterpret_cast<const char*>(p + kFixedHeaderV1), name_len);
+    h.content_unix_ns = h.created_unix_ns;
+  } else {
+    std::memcpy(h.disk_id.data(), p + 96, 16);
+    h.content_unix_ns = LoadLE64(p + 112);
+    if (p[120] > kMaxDiskFormat) return Corrupt(file, 120, "unknown disk format " + std::to_string(p[120]));
+    h.disk_format = static_cast<DiskFormat>(p[120]);
+    if (p[121] > 3) return Corrupt(file, 121, "unknown flags " + Hex(p[121]));
+    h.quiesced = p[121] & 1;
+    h.merged = p[121] & 2;
+    if (p[122] > kMaxPointKind) return Corrupt(file, 122, "unknown start point kind");
+    if (p[123] > kMaxPointKind) return Corrupt(file, 123, "unknown end point kind");
+    h.start.kind = static_cast<PointKind>(p[122]);
+    h.end.kind = static_cast<PointKind>(p[123]);
+    uint16_t disk_len = LoadLE16(p + 124), start_len = LoadLE16(p + 126), end_len = LoadLE16(p + 128);
+    for (int i = 130; i < 136; ++i) {
+      if (p[i] != 0) return Corrupt(file, static_cast<uint64_t>(i), "reserved bytes not zero");
+    }
+    if (disk_len > kMaxPointName || start_len > kMaxPointName || end_len > kMaxPointName ||
+        Align8(kFixedHeaderV2 + name_len + disk_len + start_len + end_len) + 8 != size) {
+      return Corrupt(file, 124, "name lengths do not match the header size");
+    }
+    std::memcpy(h.start.source.data(), p + 136, 16);
+    h.start.seq = LoadLE64(p + 152);
+    std::memcpy(h.end.source.data(), p + 160, 16);
+    h.end.seq = LoadLE64(p + 176);
+    const char* names = reinterpret_cast<const char*>(p + kFixedHeaderV2);
+    h.source_name.assign(names, name_len);
+    h.disk_name.assign(names + name_len, disk_len);
+    h.start.name.assign(names + name_len + disk_len, start_len);
+    h.end.name.assign(names + name_len + disk_len + start_len, end_len);
+    if (h.is_full() && !h.start.is_none()) return Corrupt(file, 122, "a full backup with a start point");
+    // Padding after the names is zero (every byte has a meaning or is zero).
+    for (uint64_t i = kFixedHeaderV2 + name_len + disk_len + start_len + end_len; i < size - 8; ++i) {
+      if (p[i] != 0) return Corrupt(file, i, "header padding not zero");
+    }
+  }
   *header_size = size;
   *header_checksum = stored;
   return h;

@@ -9,21 +9,20 @@
 #include <string>
 #include <vector>
 
+#include "engine/backup/chain_point.h"
 #include "extents/checksum.h"
+#include "extents/id128.h"
 #include "extents/status.h"
 
 namespace strata {
 
-using ArchiveId = std::array<uint8_t, 16>;
+using ArchiveId = Id128;
 
 // "3f2a…" (32 hex digits) and back.
-std::string IdToHex(const ArchiveId& id);
+inline std::string IdToHex(const ArchiveId& id) { return Id128ToHex(id); }
 Result<ArchiveId> IdFromHex(const std::string& hex);
-ArchiveId NewArchiveId();
-inline bool IsNullId(const ArchiveId& id) {
-  for (uint8_t b : id) if (b) return false;
-  return true;
-}
+inline ArchiveId NewArchiveId() { return RandomId128(); }
+inline bool IsNullId(const ArchiveId& id) { return IsNullId128(id); }
 
 enum class SourceKind : uint8_t {
   kFull = 0,      // allocated extents of the image
@@ -35,8 +34,18 @@ enum class SourceKind : uint8_t {
 };
 const char* SourceKindName(SourceKind k);
 
+// How the disk was read (§3): the format a repository remembers per disk.
+enum class DiskFormat : uint8_t { kUnknown = 0, kRaw = 1, kQcow2 = 2 };
+inline constexpr uint8_t kMaxDiskFormat = 2;
+const char* DiskFormatName(DiskFormat f);  // "unknown", "raw", "qcow2"
+
+inline constexpr uint16_t kArchiveVersion = 2;  // what writers write; 1 is still read
+
 // §3 of the spec.
 struct ArchiveHeader {
+  // As decoded (1 or 2); encoders always write kArchiveVersion. Version 1
+  // archives carry no disk identity and no points (all left empty).
+  uint16_t version = kArchiveVersion;
   ArchiveId id{};
   ArchiveId parent_id{};           // all zero: a full backup
   // IdentityCheck() of the parent: ties the child to exactly that parent
@@ -51,6 +60,16 @@ struct ArchiveHeader {
   uint32_t chunk_size = 1 << 20;
   uint64_t created_unix_ns = 0;
   std::string source_name;         // checkpoint, bitmap or snapshot name (≤ 1023 bytes)
+  // §3.2, version 2: which disk, and where in the source's history the
+  // content starts (incrementals) and ends.
+  Id128 disk_id{};                 // stable identity of the disk in its repository
+  std::string disk_name;           // the disk's name (by default its absolute path)
+  DiskFormat disk_format = DiskFormat::kUnknown;
+  uint64_t content_unix_ns = 0;    // when the content was read (the end point's time)
+  bool quiesced = false;           // the end point was taken inside a freeze window
+  bool merged = false;             // rewritten by an offline merge (§8)
+  ChainPoint start;                // equals the parent's end point (none for a full backup)
+  ChainPoint end;                  // the state of the source this archive's view equals
 
   bool is_full() const { return IsNullId(parent_id); }
 };

@@ -39,6 +39,20 @@ Status CheckChain(const std::vector<const ArchiveReader*>& chain) {
       return Status::Corruption(chain[i]->path() + ": parent is " + IdToHex(h.parent_id) +
                                 " but the chain continues with " + chain[i + 1]->path());
     }
+    // §3.2: an incremental starts exactly where its parent ends, on the same
+    // disk. (Version 1 archives carry neither; a version 2 child of one
+    // starts at "no point", which is what a version 1 parent ends at.)
+    if (h.version >= 2) {
+      if (p.version >= 2 && h.disk_id != p.disk_id) {
+        return Status::Corruption(chain[i]->path() + ": backup of disk " + Id128ToHex(h.disk_id) +
+                                  " built on " + chain[i + 1]->path() + " of disk " +
+                                  Id128ToHex(p.disk_id));
+      }
+      if (h.start != p.end) {
+        return Status::Corruption(chain[i]->path() + ": starts at " + h.start.Describe() +
+                                  " but its parent " + IdToHex(p.id) + " ends at " + p.end.Describe());
+      }
+    }
   }
   return Status::Ok();
 }
@@ -232,9 +246,16 @@ Result<BackupStats> FoldIntoChild(const std::vector<const ArchiveReader*>& chain
   ArchiveHeader h = child.header();
   h.parent_id = removed.header().parent_id;
   h.parent_identity = removed.header().parent_identity;
-  h.source = SourceKind::kMerge;
+  // The folded archive spans both: it starts where `removed` started and
+  // ends where the child ended (§8). Disk, content time and source kind stay
+  // the child's; `merged` says it was rewritten.
+  h.version = kArchiveVersion;
+  h.start = removed.header().start;
+  h.merged = true;
+  if (IsNullId128(h.disk_id)) h.disk_id = removed.header().disk_id;
   STRATA_ASSIGN_OR_RETURN(ExtentSet changes, child.Coverage());
   if (h.is_full()) {
+    h.start = ChainPoint{};
     STRATA_RETURN_IF_ERROR(changes.AddBlocks({0, changes.disk_blocks()}));
   } else {
     STRATA_ASSIGN_OR_RETURN(ExtentSet more, removed.Coverage());

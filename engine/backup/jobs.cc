@@ -1,9 +1,15 @@
+// Repository jobs (jobs.h). The chain rules are in docs/design/chains.md.
 #include "engine/backup/jobs.h"
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <climits>
+#include <cstdlib>
+#include <optional>
 
+#include "engine/backup/qemu_img.h"
 #include "engine/tracker/tracker.h"
 #include "formats/open_image.h"
 #include "formats/qcow2/qcow2_image.h"
@@ -42,54 +48,516 @@ Result<CatalogEntry> Register(Repository& repo, const ArchiveId& id) {
   return e;
 }
 
-// The change set of `src` for `image`, at granularity `g`.
-Result<ExtentSet> Changes(const ChangeSource& src, Image& image, const std::string& image_path,
-                          Granularity g) {
-  if (src.changes != nullptr) {
-    if (src.changes->disk_size() != image.size()) {
-      return Status::InvalidArgument(image_path + ": change set is for a disk of " +
-                                     std::to_string(src.changes->disk_size()) + " bytes");
-    }
-    return src.changes->WithGranularity(g);
+std::string AbsolutePath(const std::string& p) {
+  if (char* r = ::realpath(p.c_str(), nullptr)) {
+    std::string s(r);
+    std::free(r);
+    return s;
   }
-  switch (src.kind) {
+  if (!p.empty() && p[0] == '/') return p;
+  char cwd[PATH_MAX];
+  if (::getcwd(cwd, sizeof cwd) == nullptr) return p;
+  return std::string(cwd) + "/" + p;
+}
+
+DiskFormat FormatOf(const Image& image) {
+  if (image.format() == "qcow2") return DiskFormat::kQcow2;
+  if (image.format() == "raw") return DiskFormat::kRaw;
+  return DiskFormat::kUnknown;
+}
+
+std::string Short(const ArchiveId& id) { return IdToHex(id).substr(0, 8); }
+
+// "its newest backup 1a2b3c4d ends at no point" for refusals.
+std::string NewestOf(const Repository& repo, const Id128& disk) {
+  const CatalogEntry* e = repo.Latest(&disk);
+  if (!e) return "it has no backups";
+  return "its newest backup " + Short(e->id()) + " ends at " + e->header.end.Describe();
+}
+
+ChainPoint SnapshotPoint(const Id128& disk, const Qcow2Snapshot& s) {
+  ChainPoint p;
+  p.kind = PointKind::kQcow2Snapshot;
+  p.source = disk;
+  p.seq = uint64_t{s.date_sec} * 1000000000ull + s.date_nsec;
+  p.name = s.name;
+  return p;
+}
+
+// The snapshot QEMU would pick for `id_or_name` (ID first, then name).
+Result<Qcow2Snapshot> FindSnapshot(Qcow2Image& q, const std::string& id_or_name) {
+  for (const Qcow2Snapshot& s : q.Snapshots()) {
+    if (s.id == id_or_name) return s;
+  }
+  for (const Qcow2Snapshot& s : q.Snapshots()) {
+    if (s.name == id_or_name) return s;
+  }
+  return Status::NotFound(q.name() + ": no internal snapshot " + id_or_name);
+}
+
+// The parent the caller named (`which`), checked to be of this disk.
+Result<const CatalogEntry*> NamedParent(const Repository& repo, const std::string& which,
+                                        const Id128& disk, const std::string& disk_name) {
+  auto any = repo.Find(which);
+  if (!any) return any.error();
+  if ((*any)->header.disk_id != disk) {
+    return Status::InvalidArgument("backup " + Short((*any)->id()) + " is of disk " +
+                                   (*any)->header.disk_name + ", not " + disk_name);
+  }
+  return any;
+}
+
+// The start of an incremental whose change source cannot continue the chain.
+Status NoParentAt(const Repository& repo, const Id128& disk, const std::string& disk_name,
+                  const std::string& where, const std::string& recorder) {
+  return Status::UnknownState("no backup of " + disk_name + " ends at " + where + " (" +
+                              NewestOf(repo, disk) + "), so what changed since cannot be proven: "
+                              "take 'backup --scan " + recorder + "' (reads the disk, stores only "
+                              "what differs) or 'backup --full " + recorder + "'");
+}
+
+class BackupJob {
+ public:
+  BackupJob(Repository& repo, const BackupRequest& req) : repo_(repo), req_(req), src_(req.source) {}
+  Result<BackupResult> Run();
+
+ private:
+  Status CheckRequest();
+  Status OpenDiskAndImage();
+  Status ChooseParent();
+  Status ResolveTrackerStart();
+  Status ChooseBitmapParent();
+  Status TakeEndPoint();
+  Result<ExtentSet> Changes();
+  Status CheckBitmap(const std::string& name);
+  Status LoadParentBitmap();
+  Status ReopenImage();
+
+  std::string Recorder() const {
+    if (want_tracker_) return "--tracker " + (src_.tracker_dir.empty() ? "DIR" : src_.tracker_dir);
+    if (want_bitmap_) return "--bitmap " + src_.bitmap;
+    if (want_snapshot_) return "--snapshot " + src_.snapshot;
+    return "";
+  }
+
+  Repository& repo_;
+  const BackupRequest& req_;
+  const ChangeSource& src_;
+  BackupResult result_;
+  bool want_tracker_ = false, want_bitmap_ = false, want_snapshot_ = false;
+
+  ArchiveHeader header_;
+  std::string disk_name_;
+  std::unique_ptr<Image> image_;
+  Qcow2Image* qcow2_ = nullptr;     // image_ when it is qcow2
+  std::unique_ptr<Image> snapshot_view_;
+  Image* read_ = nullptr;           // what is read: the image or a snapshot view
+  Granularity g_ = Granularity::Default();
+
+  std::unique_ptr<Tracker> owned_tracker_;
+  Tracker* tracker_ = nullptr;
+  std::string tracker_from_;        // checkpoint the tracker's changes are taken from
+
+  const CatalogEntry* parent_ = nullptr;  // into the catalog: invalid once it changes
+  std::vector<std::unique_ptr<ArchiveReader>> parent_chain_;
+  std::string added_bitmap_;        // a bitmap this job added (removed again on failure)
+  std::optional<ExtentSet> bitmap_changes_;
+};
+
+Status BackupJob::CheckRequest() {
+  want_tracker_ = src_.tracker != nullptr || !src_.tracker_dir.empty();
+  want_bitmap_ = !src_.bitmap.empty();
+  want_snapshot_ = !src_.snapshot.empty();
+  const int recorders = want_tracker_ + want_bitmap_ + want_snapshot_;
+  if (recorders > 1) {
+    return Status::InvalidArgument(
+        "a backup ends at one point: choose one of a tracker, a qcow2 bitmap series or an internal snapshot");
+  }
+  if (src_.changes != nullptr) {
+    if (recorders > 0) {
+      return Status::InvalidArgument("a caller-computed change set brings its own start and end points");
+    }
+    if (src_.kind == SourceKind::kFull && !src_.start.is_none()) {
+      return Status::InvalidArgument("a full backup has no start point");
+    }
+    return Status::Ok();
+  }
+  switch (src_.kind) {
     case SourceKind::kFull:
-      return AllocatedExtents(image, g, true);
+    case SourceKind::kScan:
+      break;
+    case SourceKind::kTracker:
+      if (!want_tracker_) return Status::InvalidArgument("a tracker backup needs a tracker");
+      break;
+    case SourceKind::kBitmap:
+      if (!want_bitmap_) return Status::InvalidArgument("a bitmap backup needs a bitmap series name");
+      break;
+    case SourceKind::kSnapshot:
+      if (src_.since_snapshot.empty()) return Status::InvalidArgument("a snapshot backup needs a start snapshot");
+      if (want_tracker_ || want_bitmap_) {
+        return Status::InvalidArgument("a snapshot diff ends at a snapshot (--snapshot) or at no point");
+      }
+      break;
+    case SourceKind::kMerge:
+      return Status::InvalidArgument("a merge is not a change source");
+  }
+  if (!src_.since.empty() && src_.kind != SourceKind::kTracker) {
+    return Status::InvalidArgument("--since names the start checkpoint of a tracker backup");
+  }
+  if (src_.kind == SourceKind::kFull && req_.parent != "latest") {
+    return Status::InvalidArgument("a full backup has no parent");
+  }
+  return Status::Ok();
+}
+
+Status BackupJob::OpenDiskAndImage() {
+  disk_name_ = req_.disk_name.empty() ? AbsolutePath(req_.image) : req_.disk_name;
+  header_.id = NewArchiveId();
+  header_.created_unix_ns = NowNs();
+  header_.disk_name = disk_name_;
+  std::string format = req_.format;
+  if (auto known = repo_.DiskNamed(disk_name_)) {
+    header_.disk_id = known->id;
+    // A disk keeps the format of its first backup: a guest that writes a
+    // qcow2 header into its raw disk must not turn it into a qcow2 image.
+    if (known->format != DiskFormat::kUnknown) {
+      const std::string was = DiskFormatName(known->format);
+      if (format == "auto") {
+        format = was;
+      } else if (format != was) {
+        return Status::InvalidArgument(req_.image + ": disk " + disk_name_ + " was backed up as " + was +
+                                       ", not " + format + " (use --disk NAME for a different disk)");
+      }
+    }
+  } else {
+    header_.disk_id = RandomId128();
+  }
+  STRATA_ASSIGN_OR_RETURN(image_, OpenImage(req_.image, format));
+  header_.disk_format = FormatOf(*image_);
+  qcow2_ = dynamic_cast<Qcow2Image*>(image_.get());
+  read_ = image_.get();
+  const bool needs_qcow2 = want_bitmap_ || want_snapshot_ || src_.kind == SourceKind::kBitmap ||
+                           src_.kind == SourceKind::kSnapshot;
+  if (needs_qcow2 && qcow2_ == nullptr) {
+    return Status::InvalidArgument(req_.image + ": qcow2 bitmaps and internal snapshots need a qcow2 image (it is " +
+                                   std::string(image_->format()) + ")");
+  }
+  if (want_snapshot_) {
+    STRATA_ASSIGN_OR_RETURN(Qcow2Snapshot s, FindSnapshot(*qcow2_, src_.snapshot));
+    STRATA_ASSIGN_OR_RETURN(snapshot_view_, qcow2_->OpenSnapshot(s.id));
+    read_ = snapshot_view_.get();
+    header_.end = SnapshotPoint(header_.disk_id, s);
+  }
+  if (want_tracker_) {
+    tracker_ = src_.tracker;
+    if (tracker_ == nullptr) {
+      STRATA_ASSIGN_OR_RETURN(owned_tracker_, Tracker::Open(src_.tracker_dir));
+      tracker_ = owned_tracker_.get();
+    }
+    if (tracker_->disk_size() != read_->size()) {
+      return Status::InvalidArgument(tracker_->dir() + ": tracks a disk of " +
+                                     std::to_string(tracker_->disk_size()) + " bytes, " + req_.image +
+                                     " has " + std::to_string(read_->size()));
+    }
+  }
+  return Status::Ok();
+}
+
+// kTracker: the start point is the parent's end checkpoint (or `since`,
+// which must be some backup's end point); the changes are taken from it, or
+// from the nearest older checkpoint still in the tracker (over-reports)
+// when it was removed.
+Status BackupJob::ResolveTrackerStart() {
+  const Id128 uuid = tracker_->uuid();
+  const std::vector<CheckpointInfo> cps = tracker_->List();
+  const std::string where_dir = tracker_->dir();
+  if (!src_.since.empty()) {
+    auto it = std::find_if(cps.begin(), cps.end(), [&](const CheckpointInfo& c) { return c.name == src_.since; });
+    if (it == cps.end()) return Status::NotFound(where_dir + ": no checkpoint " + src_.since);
+    ChainPoint start{PointKind::kTracker, uuid, it->id, it->name};
+    if (req_.parent != "latest") {
+      STRATA_ASSIGN_OR_RETURN(parent_, NamedParent(repo_, req_.parent, header_.disk_id, disk_name_));
+      if (parent_->header.end != start) {
+        return Status::UnknownState("backup " + Short(parent_->id()) + " ends at " +
+                                    parent_->header.end.Describe() + ", not at " + start.Describe() +
+                                    ": an incremental must start where its parent ends");
+      }
+    } else {
+      auto at = repo_.EndingAt(header_.disk_id, start);
+      if (at.empty()) return NoParentAt(repo_, header_.disk_id, disk_name_, start.Describe(), Recorder());
+      parent_ = at.front();
+    }
+  } else {
+    if (req_.parent != "latest") {
+      STRATA_ASSIGN_OR_RETURN(parent_, NamedParent(repo_, req_.parent, header_.disk_id, disk_name_));
+      const ChainPoint& e = parent_->header.end;
+      if (e.kind != PointKind::kTracker || e.source != uuid) {
+        return Status::UnknownState("backup " + Short(parent_->id()) + " ends at " + e.Describe() +
+                                    ", not at a checkpoint of tracker " + where_dir + " (" +
+                                    Id128ToHex(uuid).substr(0, 8) + ")");
+      }
+    } else {
+      for (const CatalogEntry& e : repo_.entries()) {
+        const ArchiveHeader& h = e.header;
+        if (h.version < 2 || h.disk_id != header_.disk_id || h.end.kind != PointKind::kTracker ||
+            h.end.source != uuid) {
+          continue;
+        }
+        if (!parent_ || h.content_unix_ns >= parent_->header.content_unix_ns) parent_ = &e;
+      }
+      if (!parent_) {
+        return NoParentAt(repo_, header_.disk_id, disk_name_,
+                          "a checkpoint of tracker " + where_dir + " (" + Id128ToHex(uuid).substr(0, 8) + ")",
+                          Recorder());
+      }
+    }
+  }
+  const ChainPoint& start = parent_->header.end;
+  const CheckpointInfo* from = nullptr;
+  for (const CheckpointInfo& c : cps) {
+    if (c.id == start.seq) {
+      if (c.name != start.name) {
+        return Status::Corruption(where_dir + ": checkpoint #" + std::to_string(c.id) + " is named '" +
+                                  c.name + "', backup " + Short(parent_->id()) + " recorded '" + start.name + "'");
+      }
+      from = &c;
+    } else if (c.id < start.seq) {
+      from = &c;  // the newest older one, if the parent's own is gone
+    }
+  }
+  if (!from) {
+    return Status::UnknownState(where_dir + ": " + start.Describe() + ", where backup " + Short(parent_->id()) +
+                                " ends, and every older checkpoint were removed: what changed since cannot be "
+                                "told; take 'backup --scan " + Recorder() + "'");
+  }
+  if (from->id != start.seq) {
+    result_.notes.push_back("checkpoint '" + start.name + "' (where backup " + Short(parent_->id()) +
+                            " ends) was removed from the tracker; changes are taken since the older checkpoint '" +
+                            from->name + "' (may store more than changed)");
+  }
+  tracker_from_ = from->name;
+  return Status::Ok();
+}
+
+Status BackupJob::ChooseBitmapParent() {
+  if (req_.parent != "latest") {
+    STRATA_ASSIGN_OR_RETURN(parent_, NamedParent(repo_, req_.parent, header_.disk_id, disk_name_));
+    const ChainPoint& e = parent_->header.end;
+    if (e.kind != PointKind::kQcow2Bitmap || e.source != header_.disk_id) {
+      return Status::UnknownState("backup " + Short(parent_->id()) + " ends at " + e.Describe() +
+                                  ", not at a qcow2 bitmap of " + disk_name_);
+    }
+    return Status::Ok();
+  }
+  for (const CatalogEntry& e : repo_.entries()) {
+    const ArchiveHeader& h = e.header;
+    if (h.version < 2 || h.disk_id != header_.disk_id || h.end.kind != PointKind::kQcow2Bitmap ||
+        h.end.source != header_.disk_id) {
+      continue;
+    }
+    if (!parent_ || h.content_unix_ns >= parent_->header.content_unix_ns) parent_ = &e;
+  }
+  if (!parent_) return NoParentAt(repo_, header_.disk_id, disk_name_, "a qcow2 bitmap strata made", Recorder());
+  return Status::Ok();
+}
+
+Status BackupJob::ChooseParent() {
+  if (src_.changes != nullptr) {
+    if (src_.kind == SourceKind::kFull) return Status::Ok();
+    if (req_.parent != "latest") {
+      STRATA_ASSIGN_OR_RETURN(parent_, NamedParent(repo_, req_.parent, header_.disk_id, disk_name_));
+      if (parent_->header.end != src_.start) {
+        return Status::UnknownState("backup " + Short(parent_->id()) + " ends at " +
+                                    parent_->header.end.Describe() + ", not at " + src_.start.Describe());
+      }
+    } else {
+      auto at = repo_.EndingAt(header_.disk_id, src_.start);
+      if (at.empty()) return NoParentAt(repo_, header_.disk_id, disk_name_, src_.start.Describe(), "");
+      parent_ = at.front();
+    }
+  } else {
+    switch (src_.kind) {
+      case SourceKind::kFull:
+        return Status::Ok();
+      case SourceKind::kScan:
+        if (req_.parent != "latest") {
+          STRATA_ASSIGN_OR_RETURN(parent_, NamedParent(repo_, req_.parent, header_.disk_id, disk_name_));
+        } else {
+          parent_ = repo_.Latest(&header_.disk_id);
+          if (!parent_) {
+            return Status::NotFound(repo_.dir() + ": no backup of " + disk_name_ +
+                                    " to compare with (take a --full backup first)");
+          }
+        }
+        break;
+      case SourceKind::kTracker:
+        STRATA_RETURN_IF_ERROR(ResolveTrackerStart());
+        break;
+      case SourceKind::kBitmap:
+        STRATA_RETURN_IF_ERROR(ChooseBitmapParent());
+        break;
+      case SourceKind::kSnapshot: {
+        STRATA_ASSIGN_OR_RETURN(Qcow2Snapshot s, FindSnapshot(*qcow2_, src_.since_snapshot));
+        ChainPoint start = SnapshotPoint(header_.disk_id, s);
+        if (req_.parent != "latest") {
+          STRATA_ASSIGN_OR_RETURN(parent_, NamedParent(repo_, req_.parent, header_.disk_id, disk_name_));
+          if (parent_->header.end != start) {
+            return Status::UnknownState("backup " + Short(parent_->id()) + " ends at " +
+                                        parent_->header.end.Describe() + ", not at " + start.Describe());
+          }
+        } else {
+          auto at = repo_.EndingAt(header_.disk_id, start);
+          if (at.empty()) {
+            return Status::UnknownState("no backup of " + disk_name_ + " ends at " + start.Describe() + " (" +
+                                        NewestOf(repo_, header_.disk_id) +
+                                        "): take 'backup --full --snapshot " + src_.since_snapshot +
+                                        "' first, or --scan");
+          }
+          parent_ = at.front();
+        }
+        break;
+      }
+      case SourceKind::kMerge:
+        return Status::InvalidArgument("a merge is not a change source");
+    }
+  }
+  STRATA_ASSIGN_OR_RETURN(parent_chain_, repo_.OpenChain(parent_->id()));
+  STRATA_RETURN_IF_ERROR(CheckChain(Raw(parent_chain_)));
+  const ArchiveHeader& ph = parent_chain_[0]->header();
+  if (ph.disk_size != read_->size()) {
+    return Status::InvalidArgument(req_.image + ": disk is " + std::to_string(read_->size()) +
+                                   " bytes but parent backup " + Short(ph.id) + " is of " +
+                                   std::to_string(ph.disk_size) + " bytes (take a --full backup)");
+  }
+  STRATA_ASSIGN_OR_RETURN(g_, Granularity::FromShift(ph.granularity_shift));
+  if (req_.granularity && *req_.granularity != g_.bytes()) {
+    return Status::InvalidArgument("granularity " + std::to_string(*req_.granularity) +
+                                   " differs from the parent's " + std::to_string(g_.bytes()));
+  }
+  header_.parent_id = ph.id;
+  header_.parent_identity = IdentityCheck(ph);
+  header_.start = ph.end;
+  return Status::Ok();
+}
+
+// The end point is taken before the disk is read: every write after it is
+// in the next backup's change set.
+Status BackupJob::TakeEndPoint() {
+  if (src_.changes != nullptr) {
+    header_.end = src_.end;
+    return Status::Ok();
+  }
+  if (!want_tracker_ && !want_bitmap_) return Status::Ok();  // none, or the snapshot read
+  auto take = [&]() -> Status {
+    if (want_tracker_) {
+      std::string name = src_.checkpoint_name.empty() ? "strata-" + IdToHex(header_.id) : src_.checkpoint_name;
+      STRATA_ASSIGN_OR_RETURN(CheckpointInfo cp, tracker_->Checkpoint(name));
+      header_.end = ChainPoint{PointKind::kTracker, tracker_->uuid(), cp.id, cp.name};
+    } else {
+      std::string name = "strata-" + IdToHex(header_.id);
+      uint64_t gran = std::clamp<uint64_t>(g_.bytes(), 512, uint64_t{1} << 31);
+      STRATA_RETURN_IF_ERROR(internal::QemuImgBitmap(req_.image, "--add", name, gran));
+      added_bitmap_ = name;
+      header_.end = ChainPoint{PointKind::kQcow2Bitmap, header_.disk_id, 0, name};
+    }
+    return Status::Ok();
+  };
+  bool quiesced = false;
+  if (req_.point_window) {
+    STRATA_RETURN_IF_ERROR(req_.point_window(take, &quiesced));
+  } else {
+    STRATA_RETURN_IF_ERROR(take());
+  }
+  header_.quiesced = quiesced;
+  return Status::Ok();
+}
+
+// The bitmap an incremental reads must still record every write since the
+// parent was read: present, enabled and saved cleanly.
+Status BackupJob::CheckBitmap(const std::string& name) {
+  STRATA_ASSIGN_OR_RETURN(std::vector<Qcow2Bitmap> bitmaps, qcow2_->Bitmaps());
+  auto it = std::find_if(bitmaps.begin(), bitmaps.end(), [&](const Qcow2Bitmap& b) { return b.name == name; });
+  const std::string advice = ": what changed since backup " + Short(parent_->id()) +
+                             " cannot be told; take 'backup --scan " + Recorder() + "'";
+  if (it == bitmaps.end()) return Status::UnknownState(req_.image + ": bitmap '" + name + "' is gone" + advice);
+  if (it->in_use) {
+    return Status::UnknownState(req_.image + ": bitmap '" + name +
+                                "' is in use (a VM has the image open, or crashed with it open)" + advice);
+  }
+  if (!it->consistent) return Status::UnknownState(req_.image + ": bitmap '" + name + "' is inconsistent" + advice);
+  if (!it->auto_flag) {
+    return Status::UnknownState(req_.image + ": bitmap '" + name + "' was disabled, so writes since may be missing" +
+                                advice);
+  }
+  return Status::Ok();
+}
+
+// kBitmap: the parent's end bitmap is read before the new one is added (the
+// image is offline: nothing writes in between), because adding a bitmap
+// rewrites the bitmap directory.
+Status BackupJob::LoadParentBitmap() {
+  const std::string& from = parent_->header.end.name;
+  STRATA_RETURN_IF_ERROR(CheckBitmap(from));
+  STRATA_ASSIGN_OR_RETURN(ExtentSet set, qcow2_->LoadBitmap(from));
+  if (set.disk_size() != read_->size()) {
+    return Status::UnknownState(req_.image + ": bitmap '" + from + "' is for another disk size");
+  }
+  STRATA_ASSIGN_OR_RETURN(ExtentSet conv, set.WithGranularity(g_));
+  bitmap_changes_ = std::move(conv);
+  return Status::Ok();
+}
+
+// qemu-img changed the image's metadata: read it afresh.
+Status BackupJob::ReopenImage() {
+  snapshot_view_.reset();
+  STRATA_ASSIGN_OR_RETURN(image_, OpenImage(req_.image, std::string(DiskFormatName(header_.disk_format))));
+  qcow2_ = dynamic_cast<Qcow2Image*>(image_.get());
+  read_ = image_.get();
+  if (want_snapshot_) {
+    STRATA_ASSIGN_OR_RETURN(snapshot_view_, qcow2_->OpenSnapshot(src_.snapshot));
+    read_ = snapshot_view_.get();
+  }
+  return Status::Ok();
+}
+
+Result<ExtentSet> BackupJob::Changes() {
+  if (src_.changes != nullptr) {
+    if (src_.changes->disk_size() != read_->size()) {
+      return Status::InvalidArgument(req_.image + ": change set is for a disk of " +
+                                     std::to_string(src_.changes->disk_size()) + " bytes");
+    }
+    if (src_.kind == SourceKind::kFull) return AllocatedExtents(*read_, g_, true);
+    return src_.changes->WithGranularity(g_);
+  }
+  switch (src_.kind) {
+    case SourceKind::kFull:
+      return AllocatedExtents(*read_, g_, true);
     case SourceKind::kScan: {
-      STRATA_ASSIGN_OR_RETURN(ExtentSet all, ExtentSet::Create(image.size(), g));
+      STRATA_ASSIGN_OR_RETURN(ExtentSet all, ExtentSet::Create(read_->size(), g_));
       STRATA_RETURN_IF_ERROR(all.AddBlocks({0, all.disk_blocks()}));
       return all;
     }
     case SourceKind::kTracker: {
-      OpenOptions ro;
-      ro.read_only = true;
-      STRATA_ASSIGN_OR_RETURN(auto tracker, Tracker::Open(src.tracker_dir, ro));
-      auto set = tracker->ChangedSince(src.name);
+      auto set = tracker_->ChangedBetween(tracker_from_, header_.end.name);
       if (!set) {
         if (set.error().code() == StatusCode::kUnknownState) {
-          return set.error().WithContext(
-              "the tracker cannot tell what changed (take a --scan or --full backup)");
+          return set.error().WithContext("the tracker cannot tell what changed (take 'backup --scan " +
+                                         Recorder() + "')");
         }
         return set.error();
       }
-      if (set->disk_size() != image.size()) {
-        return Status::InvalidArgument(src.tracker_dir + ": tracks a disk of " +
-                                       std::to_string(set->disk_size()) + " bytes, " + image_path +
-                                       " has " + std::to_string(image.size()));
-      }
-      return set->WithGranularity(g);
+      return set->WithGranularity(g_);
     }
     case SourceKind::kBitmap:
+      if (!bitmap_changes_) return Status::InvalidArgument("bitmap changes not loaded");
+      return std::move(*bitmap_changes_);
     case SourceKind::kSnapshot: {
-      STRATA_ASSIGN_OR_RETURN(auto q, OpenQcow2Image(image_path));
-      STRATA_ASSIGN_OR_RETURN(ExtentSet set, src.kind == SourceKind::kBitmap
-                                                 ? q->LoadBitmap(src.name, src.force)
-                                                 : q->SnapshotDiff(src.name));
-      if (set.disk_size() != image.size()) {
-        return Status::Unsupported(image_path + ": the disk was resized since " + src.name +
-                                   " (take a --full backup)");
+      STRATA_ASSIGN_OR_RETURN(ExtentSet set, qcow2_->SnapshotDiff(src_.since_snapshot, src_.snapshot));
+      if (set.disk_size() != read_->size()) {
+        return Status::InvalidArgument(req_.image + ": the disk was resized since " + src_.since_snapshot +
+                                       " (take a --full backup)");
       }
-      return set.WithGranularity(g);
+      return set.WithGranularity(g_);
     }
     case SourceKind::kMerge:
       break;
@@ -97,70 +565,76 @@ Result<ExtentSet> Changes(const ChangeSource& src, Image& image, const std::stri
   return Status::InvalidArgument("a merge is not a change source");
 }
 
+Result<BackupResult> BackupJob::Run() {
+  STRATA_RETURN_IF_ERROR(CheckRequest());
+  STRATA_RETURN_IF_ERROR(OpenDiskAndImage());
+  header_.source = src_.kind;
+  if (want_bitmap_) header_.source_name = src_.bitmap;
+  if (src_.kind == SourceKind::kSnapshot) header_.source_name = src_.since_snapshot;
+  if (src_.kind == SourceKind::kFull && req_.granularity) {
+    STRATA_ASSIGN_OR_RETURN(g_, Granularity::FromBytes(*req_.granularity));
+  }
+  STRATA_RETURN_IF_ERROR(ChooseParent());
+  if (src_.changes == nullptr && src_.kind == SourceKind::kBitmap) {
+    STRATA_RETURN_IF_ERROR(LoadParentBitmap());
+  }
+  STRATA_RETURN_IF_ERROR(TakeEndPoint());
+  header_.content_unix_ns = NowNs();
+  auto run = [&]() -> Result<BackupResult> {
+    if (!added_bitmap_.empty()) STRATA_RETURN_IF_ERROR(ReopenImage());
+    STRATA_ASSIGN_OR_RETURN(ExtentSet changes, Changes());
+    std::unique_ptr<ScanBaseline> baseline;
+    if (src_.kind == SourceKind::kScan) {
+      STRATA_ASSIGN_OR_RETURN(ScanBaseline b, ScanBaseline::Build(Raw(parent_chain_)));
+      baseline = std::make_unique<ScanBaseline>(std::move(b));
+    }
+    STRATA_ASSIGN_OR_RETURN(BackupStats stats, RunBackup(*read_, changes, header_, repo_.ArchivePath(header_.id),
+                                                         req_.pipeline, baseline.get()));
+    STRATA_ASSIGN_OR_RETURN(CatalogEntry entry, Register(repo_, header_.id));
+    result_.entry = entry;
+    result_.stats = stats;
+    return std::move(result_);
+  };
+  Result<BackupResult> r = run();
+  if (!r) {
+    // A bitmap added for an end point nobody recorded would only cost QEMU
+    // work on every write: take it away again.
+    if (!added_bitmap_.empty()) (void)internal::QemuImgBitmap(req_.image, "--remove", added_bitmap_);
+    return r;
+  }
+  // The bitmap the parent ended at is not needed once this backup is
+  // durable (this backup's end bitmap records everything after it). Only
+  // bitmaps strata made are removed; a user's own are left alone.
+  // (The catalog grew: parent_ may point into reallocated memory; use the
+  // copy of the point taken before.)
+  if (src_.kind == SourceKind::kBitmap && header_.start.name.rfind("strata-", 0) == 0) {
+    Status s = internal::QemuImgBitmap(req_.image, "--remove", header_.start.name);
+    if (!s.ok()) r->notes.push_back("could not remove the previous bitmap: " + s.message());
+  }
+  if (owned_tracker_) {
+    if (Status s = owned_tracker_->Close(); !s.ok()) r->notes.push_back("closing the tracker: " + s.message());
+  }
+  return r;
+}
+
 }  // namespace
 
 Result<BackupResult> BackupToRepository(Repository& repo, const BackupRequest& req) {
-  STRATA_ASSIGN_OR_RETURN(auto image, OpenImage(req.image, req.format));
-  ArchiveHeader header;
-  header.id = NewArchiveId();
-  header.created_unix_ns = NowNs();
-  header.source = req.source.kind;
-  header.source_name = req.source.kind == SourceKind::kFull || req.source.kind == SourceKind::kScan
-                           ? std::string()
-                           : req.source.name;
-  Granularity g = Granularity::Default();
-  std::vector<std::unique_ptr<ArchiveReader>> parent_chain;
-  if (req.source.kind == SourceKind::kFull) {
-    if (req.granularity) {
-      STRATA_ASSIGN_OR_RETURN(g, Granularity::FromBytes(*req.granularity));
-    }
-  } else {
-    auto parent = repo.Find(req.parent);
-    if (!parent) {
-      if (parent.error().code() == StatusCode::kNotFound && req.parent == "latest") {
-        return Status::NotFound(repo.dir() + ": no parent backup to build on (take a --full backup first)");
-      }
-      return parent.error();
-    }
-    STRATA_ASSIGN_OR_RETURN(parent_chain, repo.OpenChain((*parent)->id));
-    const ArchiveHeader& ph = parent_chain[0]->header();
-    if (ph.disk_size != image->size()) {
-      return Status::InvalidArgument(req.image + ": disk is " + std::to_string(image->size()) +
-                                     " bytes but parent backup " + IdToHex(ph.id) + " is of " +
-                                     std::to_string(ph.disk_size) + " bytes (take a --full backup)");
-    }
-    STRATA_ASSIGN_OR_RETURN(g, Granularity::FromShift(ph.granularity_shift));
-    if (req.granularity && *req.granularity != g.bytes()) {
-      return Status::InvalidArgument("granularity " + std::to_string(*req.granularity) +
-                                     " differs from the parent's " + std::to_string(g.bytes()));
-    }
-    header.parent_id = ph.id;
-    header.parent_identity = IdentityCheck(ph);
-  }
-  STRATA_ASSIGN_OR_RETURN(ExtentSet changes, Changes(req.source, *image, req.image, g));
-  std::unique_ptr<ScanBaseline> baseline;
-  if (req.source.kind == SourceKind::kScan) {
-    STRATA_ASSIGN_OR_RETURN(ScanBaseline b, ScanBaseline::Build(Raw(parent_chain)));
-    baseline = std::make_unique<ScanBaseline>(std::move(b));
-  }
-  STRATA_ASSIGN_OR_RETURN(BackupStats stats, RunBackup(*image, changes, header,
-                                                       repo.ArchivePath(header.id), req.pipeline,
-                                                       baseline.get()));
-  STRATA_ASSIGN_OR_RETURN(CatalogEntry entry, Register(repo, header.id));
-  return BackupResult{entry, stats};
+  BackupJob job(repo, req);
+  return job.Run();
 }
 
 Result<RestoreStats> RestoreFromRepository(Repository& repo, const std::string& which,
                                            const std::string& output, const PipelineOptions& opt) {
   STRATA_ASSIGN_OR_RETURN(const CatalogEntry* e, repo.Find(which));
-  STRATA_ASSIGN_OR_RETURN(auto chain, repo.OpenChain(e->id));
+  STRATA_ASSIGN_OR_RETURN(auto chain, repo.OpenChain(e->id()));
   return RunRestore(Raw(chain), output, opt);
 }
 
 Result<std::vector<ArchiveId>> RemoveBackup(Repository& repo, const ArchiveId& victim,
                                             const PipelineOptions& opt) {
   std::vector<ArchiveId> children;
-  for (const CatalogEntry* c : repo.Children(victim)) children.push_back(c->id);
+  for (const CatalogEntry* c : repo.Children(victim)) children.push_back(c->id());
   for (const ArchiveId& child : children) {
     STRATA_ASSIGN_OR_RETURN(auto chain, repo.OpenChain(child));
     // The rewritten child replaces its archive atomically and keeps its
@@ -181,17 +655,26 @@ Result<BackupResult> SyntheticFull(Repository& repo, const ArchiveId& source,
   const ArchiveHeader& src = chain[0]->header();
   STRATA_ASSIGN_OR_RETURN(Granularity g, Granularity::FromShift(src.granularity_shift));
   STRATA_ASSIGN_OR_RETURN(ExtentSet set, AllocatedExtents(*image, g, true));
+  // Same disk, same content, same end point: later incrementals may build
+  // on either; its content is as old as the source's (§8).
   ArchiveHeader h;
   h.id = NewArchiveId();
   h.created_unix_ns = NowNs();
-  h.source = SourceKind::kMerge;
+  h.source = SourceKind::kFull;
+  h.merged = true;
   h.source_name = "synthetic full of " + IdToHex(src.id);
+  h.disk_id = src.disk_id;
+  h.disk_name = src.disk_name;
+  h.disk_format = src.disk_format;
+  h.content_unix_ns = src.content_unix_ns;
+  h.quiesced = src.quiesced;
+  h.end = src.end;
   PipelineOptions o = opt;
   o.chunk_size = src.chunk_size;
   STRATA_ASSIGN_OR_RETURN(BackupStats stats,
                           RunBackup(*image, set, h, repo.ArchivePath(h.id), o));
   STRATA_ASSIGN_OR_RETURN(CatalogEntry entry, Register(repo, h.id));
-  return BackupResult{entry, stats};
+  return BackupResult{entry, stats, {}};
 }
 
 }  // namespace strata

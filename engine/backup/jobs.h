@@ -1,11 +1,19 @@
 // Repository-level jobs: what `strata backup|restore|merge` do, as library
 // calls for backup software that links strata.
 //
+// Chain identity (docs/formats/archive.md §3.2, docs/design/chains.md):
+// every backup records the disk it belongs to, the point of the source's
+// history its content ends at and, for an incremental, the point it starts
+// from. An incremental's parent is always a backup of the same disk whose
+// end point equals the new backup's start point; anything that cannot be
+// proven that way is refused before anything is written.
+//
 // Thread safety: a Repository is used by one thread; the jobs run their own
 // worker threads inside.
 #ifndef STRATA_ENGINE_BACKUP_JOBS_H_
 #define STRATA_ENGINE_BACKUP_JOBS_H_
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -15,36 +23,73 @@
 
 namespace strata {
 
+class Tracker;
+
+// What changed, and which point the backup ends at.
+//
+//   kind      reads                               start point            end point
+//   kFull     allocated extents                   none                   the recorder's
+//   kScan     everything, stores what differs     the parent's end       the recorder's
+//             from the parent chain
+//   kTracker  ChangedBetween(start, new checkpoint) parent's end (or       a new checkpoint
+//                                                 `since`), a checkpoint
+//   kBitmap   the parent's end bitmap             parent's end, a bitmap a new bitmap
+//   kSnapshot SnapshotDiff(since_snapshot, snapshot) the snapshot         `snapshot` (none when
+//                                                 `since_snapshot`       reading the active layer)
+//
+// End point recorders (at most one; the incremental kinds require theirs):
+// a tracker (`tracker` or `tracker_dir`: a new checkpoint is taken before
+// the disk is read), a qcow2 bitmap series (`bitmap`: strata adds a fresh
+// persistent bitmap `strata-<backup id>` with qemu-img before reading and,
+// once the backup is durable, removes the bitmap the parent ended at if
+// strata made it), or an internal snapshot (`snapshot`: its view is read).
 struct ChangeSource {
   SourceKind kind = SourceKind::kFull;  // kFull, kScan, kTracker, kBitmap or kSnapshot
-  std::string name;                     // checkpoint (kTracker), bitmap or snapshot name
-  std::string tracker_dir;              // kTracker
-  bool force = false;                   // kBitmap: use an inconsistent bitmap anyway
-  // A change set computed by the caller (e.g. from a Tracker it holds open);
-  // when set it is used instead of reading the source, and `kind`/`name`
-  // only describe its origin. Any granularity; it is converted.
+  // Tracker recorder: an open tracker the caller holds (e.g. the process
+  // that marks the writes), or a state directory opened read-write for the
+  // duration of the backup.
+  Tracker* tracker = nullptr;
+  std::string tracker_dir;
+  std::string since;            // kTracker: start checkpoint by name (checked against the parent)
+  std::string checkpoint_name;  // the new checkpoint (default "strata-<backup id>")
+  std::string bitmap;           // qcow2 bitmap recorder: a label for the series
+  std::string snapshot;         // read this internal snapshot's view (ends at it)
+  std::string since_snapshot;   // kSnapshot: start snapshot
+  // A change set and points computed by the caller (an orchestrator that
+  // arranged the point in time itself). `start` must equal the parent's end
+  // point; `changes` must cover every block written between them.
   const ExtentSet* changes = nullptr;
+  ChainPoint start, end;
 };
 
 struct BackupRequest {
   std::string image;
-  std::string format = "auto";
+  std::string format = "auto";          // a disk known to the repository keeps its format
+  std::string disk_name;                // default: the image's absolute path
   ChangeSource source;
-  std::string parent = "latest";         // ignored for kFull
-  std::optional<uint64_t> granularity;   // kFull only; incrementals take the parent's
+  std::string parent = "latest";        // "latest": the newest backup of the disk that fits
+  std::optional<uint64_t> granularity;  // kFull only; incrementals take the parent's
   PipelineOptions pipeline;
+  // Runs `take_point` (taking the end point: a tracker checkpoint or a new
+  // bitmap) inside a freeze window, and says whether the window held
+  // (`*quiesced`). Unset: the point is taken without freezing anything.
+  std::function<Status(const std::function<Status()>& take_point, bool* quiesced)> point_window;
 };
 
 struct BackupResult {
   CatalogEntry entry;
   BackupStats stats;
+  std::vector<std::string> notes;  // e.g. an older checkpoint used because the parent's was removed
 };
 
-// Takes a backup into `repo`. Errors: kNotFound (no parent: take a full
-// backup first), kInvalidArgument (disk size or granularity differ from the
-// parent), kUnknownState (a tracker or qcow2 bitmap cannot tell what
-// changed: a full backup or --scan is needed), I/O and corruption errors of
-// the image. On any error the repository is unchanged.
+// Takes a backup into `repo`. Errors: kNotFound (no backup of the disk to
+// build on: take a full backup first), kUnknownState (no backup of the disk
+// ends where the change source starts, so what changed since cannot be
+// proven: the message names both points and suggests --scan or --full; or
+// a tracker or qcow2 bitmap lost change information), kInvalidArgument (the
+// disk's size, granularity or format differ from the parent's), I/O and
+// corruption errors of the image. On any error the repository is unchanged (a tracker checkpoint
+// or bitmap taken for the end point may remain; it only over-reports).
 Result<BackupResult> BackupToRepository(Repository& repo, const BackupRequest& req);
 
 // Restores backup `which` ("latest", an id or a unique prefix) to `output`.
@@ -52,11 +97,13 @@ Result<RestoreStats> RestoreFromRepository(Repository& repo, const std::string& 
                                            const std::string& output, const PipelineOptions& opt);
 
 // Drops backup `victim`; every backup built on it is rewritten (FoldIntoChild)
-// first, so all later backups stay restorable. Returns the rewritten ids.
+// first, so all later backups restore exactly as before. Returns the
+// rewritten ids.
 Result<std::vector<ArchiveId>> RemoveBackup(Repository& repo, const ArchiveId& victim,
                                             const PipelineOptions& opt);
 
-// Writes a new full backup with the content of backup `source`.
+// Writes a new full backup with the content, disk and end point of backup
+// `source`.
 Result<BackupResult> SyntheticFull(Repository& repo, const ArchiveId& source,
                                    const PipelineOptions& opt);
 

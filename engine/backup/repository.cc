@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 #include <sstream>
 
@@ -17,23 +18,10 @@ namespace strata {
 namespace {
 constexpr char kMarker[] = "strata-repository";
 constexpr char kMarkerText[] = "strata repository, format 1\n";
-constexpr char kCatalogMagic[] = "strata-catalog 1";
+constexpr char kCatalogMagic[] = "strata-catalog 2";
+constexpr char kCatalogMagicV1[] = "strata-catalog 1";
 
-// Catalog fields are tab-separated; names are %-escaped.
-std::string Escape(const std::string& s) {
-  std::string out;
-  for (unsigned char c : s) {
-    if (c <= 0x20 || c == '%' || c >= 0x7f) {
-      char b[4];
-      std::snprintf(b, sizeof b, "%%%02x", c);
-      out += b;
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out.empty() ? "-" : out;
-}
-
+// Version 1 catalogs %-escaped names.
 bool Unescape(const std::string& s, std::string* out) {
   out->clear();
   if (s == "-") return true;
@@ -62,17 +50,11 @@ bool ParseU64(const std::string& s, uint64_t* v) {
 }  // namespace
 
 CatalogEntry Repository::EntryFor(const ArchiveReader& a) {
-  const ArchiveHeader& h = a.header();
   CatalogEntry e;
-  e.id = h.id;
-  e.parent = h.parent_id;
-  e.created_unix_ns = h.created_unix_ns;
-  e.source = h.source;
-  e.source_name = h.source_name;
-  e.disk_size = h.disk_size;
-  e.granularity_shift = h.granularity_shift;
+  e.header = a.header();
   e.logical_bytes = a.logical_bytes();
-  e.stored_bytes = a.file_size();
+  e.stored_bytes = a.stored_bytes();
+  e.archive_bytes = a.file_size();
   return e;
 }
 
@@ -139,15 +121,60 @@ Status Repository::Load() {
   if (want != Hex(Xxh3_64(text.data(), trailer))) {
     return Status::Corruption(path + ": catalog checksum mismatch at byte " + Hex(trailer));
   }
-  std::istringstream in(text.substr(0, trailer));
+  text.resize(trailer);
+  std::string first = text.substr(0, text.find('\n'));
+  if (first == kCatalogMagicV1) return LoadVersion1(text, path);
+  if (first != kCatalogMagic) return Status::Corruption(path + ": not a strata catalog (version 2)");
+  std::istringstream in(text);
   std::string line;
   size_t lineno = 0;
   while (std::getline(in, line)) {
-    ++lineno;
-    if (lineno == 1) {
-      if (line != kCatalogMagic) return Status::Corruption(path + ": not a strata catalog");
-      continue;
+    if (++lineno == 1) continue;
+    // id, logical bytes, stored bytes, archive bytes, the archive's header (hex).
+    std::vector<std::string> f;
+    std::istringstream ls(line);
+    std::string field;
+    while (std::getline(ls, field, '\t')) f.push_back(field);
+    auto bad = [&](const std::string& why) {
+      return Status::Corruption(path + ": line " + std::to_string(lineno) + " malformed (" + why + ")");
+    };
+    if (f.size() != 5) return bad("fields");
+    CatalogEntry e;
+    auto id = IdFromHex(f[0]);
+    if (!id) return bad("id");
+    if (!ParseU64(f[1], &e.logical_bytes) || !ParseU64(f[2], &e.stored_bytes) ||
+        !ParseU64(f[3], &e.archive_bytes)) {
+      return bad("sizes");
     }
+    std::vector<uint8_t> hdr;
+    if (f[4].size() % 2 != 0) return bad("header");
+    for (size_t i = 0; i < f[4].size(); i += 2) {
+      auto hexdig = [](char c) {
+        return (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+      };
+      int hi = hexdig(f[4][i]), lo = hexdig(f[4][i + 1]);
+      if (hi < 0 || lo < 0) return bad("header");
+      hdr.push_back(static_cast<uint8_t>(hi << 4 | lo));
+    }
+    uint64_t hsize = 0, hsum = 0;
+    auto h = DecodeHeader(hdr, path + " line " + std::to_string(lineno), &hsize, &hsum);
+    if (!h) return h.error();
+    if (hsize != hdr.size() || h->id != *id) return bad("header does not match the id");
+    e.header = std::move(*h);
+    entries_.push_back(std::move(e));
+  }
+  return Status::Ok();
+}
+
+// A catalog written by strata 0.1 (archive version 1 era): tab-separated
+// fields per backup. The archives' own headers are authoritative; the line
+// is used where an archive cannot be opened.
+Status Repository::LoadVersion1(const std::string& text, const std::string& path) {
+  std::istringstream in(text);
+  std::string line;
+  size_t lineno = 0;
+  while (std::getline(in, line)) {
+    if (++lineno == 1) continue;
     std::vector<std::string> f;
     std::istringstream ls(line);
     std::string field;
@@ -155,24 +182,30 @@ Status Repository::Load() {
     auto bad = [&] { return Status::Corruption(path + ": line " + std::to_string(lineno) + " malformed"); };
     if (f.size() != 9) return bad();
     CatalogEntry e;
+    ArchiveHeader& h = e.header;
+    h.version = 1;
     auto id = IdFromHex(f[0]);
     if (!id) return bad();
-    e.id = *id;
+    h.id = *id;
     if (f[1] != "-") {
       auto p = IdFromHex(f[1]);
       if (!p) return bad();
-      e.parent = *p;
+      h.parent_id = *p;
     }
     uint64_t src = 0, shift = 0;
-    if (!ParseU64(f[2], &e.created_unix_ns) || !ParseU64(f[3], &src) || src > 5 ||
-        !Unescape(f[4], &e.source_name) || !ParseU64(f[5], &e.disk_size) ||
+    if (!ParseU64(f[2], &h.created_unix_ns) || !ParseU64(f[3], &src) || src > 5 ||
+        !Unescape(f[4], &h.source_name) || !ParseU64(f[5], &h.disk_size) ||
         !ParseU64(f[6], &shift) || shift > 63 || !ParseU64(f[7], &e.logical_bytes) ||
-        !ParseU64(f[8], &e.stored_bytes)) {
+        !ParseU64(f[8], &e.archive_bytes)) {
       return bad();
     }
-    e.source = static_cast<SourceKind>(src);
-    e.granularity_shift = static_cast<uint32_t>(shift);
-    entries_.push_back(e);
+    h.source = static_cast<SourceKind>(src);
+    h.granularity_shift = static_cast<uint32_t>(shift);
+    h.content_unix_ns = h.created_unix_ns;
+    if (auto r = ArchiveReader::Open(ArchivePath(h.id)); r && (*r)->header().id == h.id) {
+      e = EntryFor(**r);
+    }
+    entries_.push_back(std::move(e));
   }
   return Status::Ok();
 }
@@ -180,29 +213,91 @@ Status Repository::Load() {
 Status Repository::Save() const {
   std::string text = std::string(kCatalogMagic) + "\n";
   for (const CatalogEntry& e : entries_) {
-    text += IdToHex(e.id) + "\t" + (IsNullId(e.parent) ? "-" : IdToHex(e.parent)) + "\t" +
-            std::to_string(e.created_unix_ns) + "\t" +
-            std::to_string(static_cast<int>(e.source)) + "\t" + Escape(e.source_name) + "\t" +
-            std::to_string(e.disk_size) + "\t" + std::to_string(e.granularity_shift) + "\t" +
-            std::to_string(e.logical_bytes) + "\t" + std::to_string(e.stored_bytes) + "\n";
+    std::string hdr = EncodeHeader(e.header);
+    std::string hex;
+    hex.reserve(hdr.size() * 2);
+    static const char* d = "0123456789abcdef";
+    for (unsigned char c : hdr) {
+      hex += d[c >> 4];
+      hex += d[c & 15];
+    }
+    text += IdToHex(e.id()) + "\t" + std::to_string(e.logical_bytes) + "\t" +
+            std::to_string(e.stored_bytes) + "\t" + std::to_string(e.archive_bytes) + "\t" + hex +
+            "\n";
   }
   text += "xxh3 " + Hex(Xxh3_64(text.data(), text.size())) + "\n";
   return WriteFileAtomic(dir_ + "/catalog",
                          {reinterpret_cast<const uint8_t*>(text.data()), text.size()});
 }
 
-Result<const CatalogEntry*> Repository::Find(const std::string& which) const {
+const CatalogEntry* Repository::Latest(const Id128* disk) const {
+  const CatalogEntry* best = nullptr;
+  for (const CatalogEntry& e : entries_) {
+    if (disk && e.header.disk_id != *disk) continue;
+    if (!best || e.header.content_unix_ns >= best->header.content_unix_ns) best = &e;
+  }
+  return best;
+}
+
+std::vector<const CatalogEntry*> Repository::EndingAt(const Id128& disk, const ChainPoint& p) const {
+  std::vector<const CatalogEntry*> v;
+  if (p.is_none()) return v;
+  for (const CatalogEntry& e : entries_) {
+    if (e.header.version >= 2 && e.header.disk_id == disk && e.header.end == p) v.push_back(&e);
+  }
+  std::stable_sort(v.begin(), v.end(), [](const CatalogEntry* a, const CatalogEntry* b) {
+    return a->header.content_unix_ns > b->header.content_unix_ns;
+  });
+  return v;
+}
+
+std::vector<DiskInfo> Repository::Disks() const {
+  std::vector<DiskInfo> disks;
+  for (const CatalogEntry& e : entries_) {
+    const ArchiveHeader& h = e.header;
+    auto it = std::find_if(disks.begin(), disks.end(), [&](const DiskInfo& d) { return d.id == h.disk_id; });
+    if (it == disks.end()) {
+      disks.push_back({});
+      it = disks.end() - 1;
+      it->id = h.disk_id;
+    }
+    ++it->backups;
+    if (it->backups == 1 || h.content_unix_ns >= it->newest_content_unix_ns) {
+      it->name = h.disk_name;
+      it->size = h.disk_size;
+      it->newest_content_unix_ns = h.content_unix_ns;
+      if (h.disk_format != DiskFormat::kUnknown) it->format = h.disk_format;
+    }
+  }
+  return disks;
+}
+
+Result<DiskInfo> Repository::DiskNamed(const std::string& name) const {
+  for (const DiskInfo& d : Disks()) {
+    if (!IsNullId128(d.id) && d.name == name) return d;
+  }
+  return Status::NotFound(dir_ + ": no disk named " + name);
+}
+
+Result<const CatalogEntry*> Repository::Find(const std::string& which, const Id128* disk) const {
+  if (which == "latest") {
+    const CatalogEntry* e = Latest(disk);
+    if (!e) {
+      return Status::NotFound(dir_ + (disk ? ": no backups of that disk" : ": repository holds no backups"));
+    }
+    return e;
+  }
   if (entries_.empty()) return Status::NotFound(dir_ + ": repository holds no backups");
-  if (which == "latest") return &entries_.back();
   if (which.size() < 4) return Status::InvalidArgument("backup id '" + which + "' is too short");
   const CatalogEntry* found = nullptr;
   for (const CatalogEntry& e : entries_) {
-    if (IdToHex(e.id).compare(0, which.size(), which) == 0) {
+    if (disk && e.header.disk_id != *disk) continue;
+    if (IdToHex(e.id()).compare(0, which.size(), which) == 0) {
       if (found) return Status::InvalidArgument("backup id '" + which + "' is ambiguous");
       found = &e;
     }
   }
-  if (!found) return Status::NotFound(dir_ + ": no backup " + which);
+  if (!found) return Status::NotFound(dir_ + ": no backup " + which + (disk ? " of that disk" : ""));
   return found;
 }
 
@@ -213,7 +308,7 @@ std::string Repository::ArchivePath(const ArchiveId& id) const {
 std::vector<const CatalogEntry*> Repository::Children(const ArchiveId& id) const {
   std::vector<const CatalogEntry*> v;
   for (const CatalogEntry& e : entries_) {
-    if (e.parent == id) v.push_back(&e);
+    if (e.parent() == id) v.push_back(&e);
   }
   return v;
 }
@@ -244,7 +339,7 @@ Status Repository::Add(const CatalogEntry& e) {
 
 Status Repository::Replace(const CatalogEntry& e) {
   for (CatalogEntry& x : entries_) {
-    if (x.id == e.id) {
+    if (x.id() == e.id()) {
       CatalogEntry old = x;
       x = e;
       Status s = Save();
@@ -252,12 +347,12 @@ Status Repository::Replace(const CatalogEntry& e) {
       return s;
     }
   }
-  return Status::NotFound(dir_ + ": no backup " + IdToHex(e.id));
+  return Status::NotFound(dir_ + ": no backup " + IdToHex(e.id()));
 }
 
 Status Repository::Remove(const ArchiveId& id) {
   for (size_t i = 0; i < entries_.size(); ++i) {
-    if (entries_[i].id == id) {
+    if (entries_[i].id() == id) {
       CatalogEntry old = entries_[i];
       entries_.erase(entries_.begin() + static_cast<long>(i));
       Status s = Save();

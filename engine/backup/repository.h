@@ -10,6 +10,11 @@
 // them, and the catalog is replaced atomically, so an interrupted backup
 // leaves the repository exactly as before (at worst an unnamed *.partial.*
 // file, which Open removes).
+//
+// A repository holds backups of any number of disks. Each backup's header
+// names its disk (a random id given at the disk's first backup, plus a
+// name) and its start and end points; the catalog keeps a copy of every
+// header so lookups need not open archives.
 #ifndef STRATA_ENGINE_BACKUP_REPOSITORY_H_
 #define STRATA_ENGINE_BACKUP_REPOSITORY_H_
 
@@ -22,15 +27,23 @@
 namespace strata {
 
 struct CatalogEntry {
-  ArchiveId id{};
-  ArchiveId parent{};
-  uint64_t created_unix_ns = 0;
-  SourceKind source = SourceKind::kFull;
-  std::string source_name;
-  uint64_t disk_size = 0;
-  uint32_t granularity_shift = 16;
+  ArchiveHeader header;        // a copy of the archive's header
   uint64_t logical_bytes = 0;  // guest bytes the backup defines
-  uint64_t stored_bytes = 0;   // archive file size
+  uint64_t stored_bytes = 0;   // compressed payload (zstd frames)
+  uint64_t archive_bytes = 0;  // archive file size
+
+  const ArchiveId& id() const { return header.id; }
+  const ArchiveId& parent() const { return header.parent_id; }
+};
+
+// One disk of a repository, summarised from its backups.
+struct DiskInfo {
+  Id128 id{};
+  std::string name;            // as of its newest backup
+  DiskFormat format = DiskFormat::kUnknown;
+  uint64_t size = 0;           // as of its newest backup
+  size_t backups = 0;
+  uint64_t newest_content_unix_ns = 0;
 };
 
 class Repository {
@@ -43,8 +56,19 @@ class Repository {
 
   const std::string& dir() const { return dir_; }
   const std::vector<CatalogEntry>& entries() const { return entries_; }
-  // "latest", a full id, or a unique prefix of at least 4 hex digits.
-  Result<const CatalogEntry*> Find(const std::string& which) const;
+  // "latest" (the backup whose content is newest: a synthetic full of an old
+  // backup is as old as that backup), a full id, or a unique prefix of at
+  // least 4 hex digits. With `disk`, only that disk's backups are candidates.
+  Result<const CatalogEntry*> Find(const std::string& which, const Id128* disk = nullptr) const;
+  // The backup with the newest content (of `disk`, when given); null if none.
+  const CatalogEntry* Latest(const Id128* disk = nullptr) const;
+  // Backups of `disk` whose end point is `p`, newest content first.
+  std::vector<const CatalogEntry*> EndingAt(const Id128& disk, const ChainPoint& p) const;
+  // Every disk, in order of first appearance.
+  std::vector<DiskInfo> Disks() const;
+  // The disk whose newest backup carries `name`; kNotFound if none.
+  Result<DiskInfo> DiskNamed(const std::string& name) const;
+
   std::string ArchivePath(const ArchiveId& id) const;
   // Opens the chain ending at `id`: newest first, down to its full backup.
   Result<std::vector<std::unique_ptr<ArchiveReader>>> OpenChain(const ArchiveId& id) const;
@@ -63,6 +87,7 @@ class Repository {
  private:
   Repository() = default;
   Status Load();
+  Status LoadVersion1(const std::string& text, const std::string& path);
   Status Save() const;
 
   std::string dir_;
