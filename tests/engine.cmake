@@ -7,3 +7,8 @@ add_dependencies(backup_cli_test strata extent-dump)
 strata_test(checkpoint_quiesce_test SOURCES checkpoint_quiesce_test.cc LINKS strata_extents
   LABEL system LOCK fsfreeze)
 add_dependencies(checkpoint_quiesce_test strata)
+# Issue 10: randomized histories over several disks against a model (CLI,
+# qemu-img/qemu-io); bench/chain_model_long.sh runs the long version.
+strata_test(chain_model_test SOURCES chain_model_test.cc
+  LINKS strata_tracker nlohmann_json::nlohmann_json LABEL system)
+add_dependencies(chain_model_test strata)
