@@ -3,3 +3,5 @@
 # the test makes itself (label "reflink": root and loop devices needed, else
 # skipped with the reason).
 strata_test(extent_map_diff_test SOURCES extent_map_diff_test.cc LINKS strata_raw)
+strata_test(reflink_test SOURCES reflink_test.cc LINKS strata_raw LABEL reflink)
+add_dependencies(reflink_test extent-dump)
