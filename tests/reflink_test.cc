@@ -126,6 +126,7 @@ struct Config {
   bool compressible;  // low-entropy data (so btrfs compresses it)
   int histories;
   int ops_per_history;
+  bool nocow = false;  // chattr +C on the directory (btrfs: writes in place when unshared)
 };
 
 std::vector<uint8_t> OpData(const Op& op, bool compressible) {
@@ -220,6 +221,9 @@ std::string RunHistory(const std::string& root, const std::vector<Op>& ops, cons
   static int counter = 0;
   const std::string dir = root + "/h" + std::to_string(counter++);
   std::filesystem::create_directory(dir);
+  if (c.nocow && RunCommand("chattr +C " + ShellQuote(dir)).exit_code != 0) {
+    return "chattr +C " + dir + " failed";
+  }
   struct Cleanup {
     std::string d;
     ~Cleanup() { std::filesystem::remove_all(d); }
@@ -410,6 +414,12 @@ TEST(ReflinkHistory, Btrfs) {
   RunHistories(*fs, {"btrfs", 4 << 20, false, 40, 40});
   // Files under max_inline (2048 bytes) get inline extents.
   RunHistories(*fs, {"btrfs-small-inline", 3000, false, 30, 30});
+  // VM images on btrfs are usually NOCOW (libvirt sets it on pool
+  // directories): unshared extents are then overwritten in place, shared
+  // ones must still be copied.
+  if (testing::HaveCommand("chattr")) {
+    RunHistories(*fs, {"btrfs-nocow", 4 << 20, false, 30, 40, true});
+  }
 }
 
 TEST(ReflinkHistory, BtrfsCompressZstd) {
