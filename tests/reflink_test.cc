@@ -312,15 +312,24 @@ std::string RunHistory(const std::string& root, const std::vector<Op>& ops, cons
           }
           ExtentSet truth = *ExtentSet::Create(total, g);
           uint64_t changed = total - common;
-          for (uint64_t k = 0; k < common; ++k) {
-            if (prev_model[k] == model[k]) continue;
-            ++changed;
-            if (!diff->Contains(k)) {
-              return where + "UNDER-REPORT: byte " + std::to_string(k) + " differs (" +
-                     std::to_string(prev_model[k]) + " -> " + std::to_string(model[k]) +
+          for (uint64_t k = 0; k < common;) {
+            if (prev_model[k] == model[k]) {
+              ++k;
+              continue;
+            }
+            uint64_t run_end = k;
+            while (run_end < common && prev_model[run_end] != model[run_end]) ++run_end;
+            changed += run_end - k;
+            // Every block touched by the run must be in the diff.
+            if (!diff->ContainsRange(k, run_end - k)) {
+              uint64_t miss = k;
+              while (diff->Contains(miss)) ++miss;
+              return where + "UNDER-REPORT: byte " + std::to_string(miss) + " differs (" +
+                     std::to_string(prev_model[miss]) + " -> " + std::to_string(model[miss]) +
                      ") but the diff does not contain it";
             }
-            (void)truth.Add(k, 1);
+            (void)truth.Add(k, run_end - k);
+            k = run_end;
           }
           if (total > common) {
             (void)truth.Add(common, total - common);
