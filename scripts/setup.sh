@@ -9,7 +9,7 @@ PACKAGES=(
   liburing-dev libxxhash-dev libroaring-dev libzstd-dev zlib1g-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev nlohmann-json3-dev
   qemu-utils libnbd-bin zstd xxhash
-  e2fsprogs xfsprogs util-linux qemu-guest-agent
+  e2fsprogs xfsprogs btrfs-progs util-linux qemu-guest-agent
 )
 
 missing=()
