@@ -12,6 +12,7 @@
 #include <random>
 
 #include "extents/endian.h"
+#include "formats/env.h"
 
 namespace strata {
 
@@ -103,7 +104,7 @@ class PosixFile : public File {
 }  // namespace
 
 Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, OpenMode mode,
-                                            bool direct) {
+                                            bool direct, unsigned perms) {
   int flags = O_CLOEXEC;
   switch (mode) {
     case OpenMode::kReadOnly: flags |= O_RDONLY; break;
@@ -112,7 +113,7 @@ Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, OpenMode mo
     case OpenMode::kCreateExclusive: flags |= O_RDWR | O_CREAT | O_EXCL; break;
   }
   if (direct) flags |= O_DIRECT;
-  int fd = ::open(path.c_str(), flags, 0644);
+  int fd = ::open(path.c_str(), flags, static_cast<mode_t>(perms));
   if (fd < 0) {
     int err = errno;
     if (err == EEXIST) return Status::AlreadyExists(path + ": already exists");
@@ -261,33 +262,13 @@ Status SyncDirOf(const std::string& path) {
   return Status::Ok();
 }
 
+// The local Env's (state files are private: 0600).
 Status WriteFileAtomic(const std::string& path, std::span<const uint8_t> data) {
-  std::random_device rd;
-  std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(rd());
-  Status s;
-  {
-    auto f = OpenPosixFile(tmp, OpenMode::kCreateExclusive);
-    if (!f) return f.error();
-    s = (*f)->Write(0, data);
-    if (s.ok()) s = (*f)->Sync();
-  }
-  if (s.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) {
-    s = Status::FromErrno(errno, path + ": rename from " + tmp);
-  }
-  if (!s.ok()) {
-    ::unlink(tmp.c_str());
-    return s;
-  }
-  return SyncDirOf(path);
+  return Env::Default()->WriteFileAtomic(path, data);
 }
 
 Result<std::vector<uint8_t>> ReadWholeFile(const std::string& path) {
-  STRATA_ASSIGN_OR_RETURN(auto f, OpenPosixFile(path, OpenMode::kReadOnly));
-  STRATA_ASSIGN_OR_RETURN(uint64_t size, f->Size());
-  if (size > (uint64_t{1} << 34)) return Status::InvalidArgument(path + ": too large to load");
-  std::vector<uint8_t> buf(size);
-  STRATA_RETURN_IF_ERROR(f->ReadFull(0, buf));
-  return buf;
+  return Env::Default()->ReadWholeFile(path);
 }
 
 }  // namespace strata

@@ -53,9 +53,10 @@ enum class OpenMode {
 };
 
 // A file on the OS (regular file or block device), via pread/pwrite.
-// `direct` asks for O_DIRECT (callers then align buffers and offsets).
+// `direct` asks for O_DIRECT (callers then align buffers and offsets);
+// `perms` are the permission bits of a file it creates.
 Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, OpenMode mode,
-                                            bool direct = false);
+                                            bool direct = false, unsigned perms = 0644);
 
 // Allocates page-aligned memory (address and size multiples of 4096), as
 // O_DIRECT needs for its buffers: std::vector<uint8_t, PageAlignedAllocator<uint8_t>>.
