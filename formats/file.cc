@@ -127,6 +127,10 @@ Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, OpenMode mo
   return std::unique_ptr<File>(new PosixFile(path, fd));
 }
 
+std::unique_ptr<File> AdoptPosixFile(const std::string& path, int fd) {
+  return std::unique_ptr<File>(new PosixFile(path, fd));
+}
+
 // ---- MemFile ----
 
 Result<uint64_t> MemFile::Size() {

@@ -58,6 +58,9 @@ enum class OpenMode {
 Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, OpenMode mode,
                                             bool direct = false, unsigned perms = 0644);
 
+// Takes ownership of an open descriptor (closed with the File).
+std::unique_ptr<File> AdoptPosixFile(const std::string& path, int fd);
+
 // Allocates page-aligned memory (address and size multiples of 4096), as
 // O_DIRECT needs for its buffers: std::vector<uint8_t, PageAlignedAllocator<uint8_t>>.
 template <class T>

@@ -221,7 +221,6 @@ TEST(BackupCli, KillDuringBackupLeavesRepositoryIntact) {
   RunOk(S("generate --size 256M --fill 0.6 --seed 9 " + ShellQuote(disk)));
   RunOk(S("init " + ShellQuote(repo)));
   RunOk(S("backup --repo " + ShellQuote(repo) + " --full --level 3 " + ShellQuote(disk)));
-  auto before = testing::ReadFileBytes(repo + "/catalog");
   int killed = 0;
   for (int i = 0; i < 12; ++i) {
     pid_t pid = ::fork();
@@ -241,17 +240,19 @@ TEST(BackupCli, KillDuringBackupLeavesRepositoryIntact) {
     ::waitpid(pid, &status, 0);
     if (WIFSIGNALED(status)) {
       ++killed;
-      // The catalog is exactly as before or has gained one whole backup.
-      auto now = testing::ReadFileBytes(repo + "/catalog");
-      if (now != before) {
-        EXPECT_EQ(Ids(repo).size(), 2u);
-        RunOk(S("merge --repo " + ShellQuote(repo) + " --remove latest"));
-      }
+      // The repository holds the backups it held, or has gained one whole
+      // backup (a killed backup may leave a pending record in the catalog,
+      // which the next writer rolls back).
+      auto ids = Ids(repo);
+      EXPECT_TRUE(ids.size() == 1 || ids.size() == 2) << ids.size();
+      if (ids.size() == 2) RunOk(S("merge --repo " + ShellQuote(repo) + " --remove " + ids[1]));
     }
     auto v = RunCommand(S("verify --repo " + ShellQuote(repo)));
     ASSERT_EQ(v.exit_code, 0) << "after kill " << i << ": " << v.err;
     EXPECT_EQ(Ids(repo).size(), 1u);
-    // No partial archive is left visible once the repository is opened again.
+    // No partial archive is left once a writer has opened the repository
+    // again (readers leave everything as it is).
+    RunOk(S("merge --resume --repo " + ShellQuote(repo)));
     for (auto& e : std::filesystem::directory_iterator(repo + "/archives")) {
       EXPECT_EQ(e.path().string().find(".partial."), std::string::npos) << e.path();
     }

@@ -59,9 +59,37 @@ class Progress {
   Clock::time_point t0_, last_;
 };
 
-// Pipeline flags shared by backup and restore.
+// Pipeline flags: backups compress (all of them), restores only read and
+// write (no level or chunk size), merges rewrite archives in their own
+// chunk size.
 const std::set<std::string> kPipelineFlags = {"--level", "--chunk-size", "--queue-depth",
                                               "--workers", "--memory"};
+const std::set<std::string> kRestoreFlags = {"--queue-depth", "--workers", "--memory"};
+const std::set<std::string> kMergeFlags = {"--level", "--queue-depth", "--workers", "--memory"};
+
+// --lock-wait SECONDS (default 0: a repository in use fails at once).
+Result<std::chrono::milliseconds> LockWait(const Args& a) {
+  auto v = a.Get("--lock-wait");
+  if (!v) return std::chrono::milliseconds(0);
+  char* end = nullptr;
+  double secs = std::strtod(v->c_str(), &end);
+  if (end == v->c_str() || *end || !(secs >= 0 && secs <= 86400)) {
+    return Status::InvalidArgument("--lock-wait must be a number of seconds in [0, 86400]");
+  }
+  return std::chrono::milliseconds(static_cast<int64_t>(secs * 1000));
+}
+
+// Opens --repo for reading (a shared lock: backups and merges wait) or for
+// writing (exclusive; completes what an interrupted writer left, printing
+// what it did on stderr).
+Result<std::unique_ptr<Repository>> OpenRepo(const Args& a, bool write, const char* tool) {
+  RepositoryOptions o;
+  o.read_only = !write;
+  STRATA_ASSIGN_OR_RETURN(o.lock_wait, LockWait(a));
+  STRATA_ASSIGN_OR_RETURN(auto repo, Repository::Open(*a.Get("--repo"), o));
+  for (const std::string& n : repo->recovery_notes()) std::fprintf(stderr, "%s: note: %s\n", tool, n.c_str());
+  return repo;
+}
 
 Status ParsePipeline(const Args& a, PipelineOptions* o) {
   auto num = [&](const char* flag, uint64_t lo, uint64_t hi, uint64_t* out) -> Status {
@@ -211,7 +239,7 @@ int BackupMain(int argc, char** argv) {
   const char* tool = "strata backup";
   std::set<std::string> vf = {"--repo",   "--bitmap", "--since-snapshot", "--snapshot", "--tracker",
                               "--since",  "--checkpoint", "--parent",     "--format",   "--granularity",
-                              "--disk"};
+                              "--disk",   "--lock-wait"};
   vf.insert(kPipelineFlags.begin(), kPipelineFlags.end());
   vf.insert(kQuiesceValueFlags.begin(), kQuiesceValueFlags.end());
   std::set<std::string> bf = {"--help", "--json", "--full", "--scan", "--no-direct"};
@@ -243,6 +271,8 @@ int BackupMain(int argc, char** argv) {
     return Usage(tool, "--snapshot goes with --full, --scan or --since-snapshot");
   }
   if (full && a->Has("--parent")) return Usage(tool, "a --full backup has no parent");
+  if (!full && a->Has("--granularity")) return Usage(tool, "--granularity sets a full backup's block size (incrementals take the parent's)");
+  if (!LockWait(*a)) return Usage(tool, LockWait(*a).error().message());
   PipelineOptions opt;
   if (Status s = ParsePipeline(*a, &opt); !s.ok()) return Usage(tool, s.message());
   auto fw = ParseFreezeWindow(*a);
@@ -293,7 +323,7 @@ int BackupMain(int argc, char** argv) {
       return Status::Ok();
     };
   }
-  auto repo = Repository::Open(*a->Get("--repo"));
+  auto repo = OpenRepo(*a, true, tool);
   if (!repo) return Fail(tool, repo.error());
   Progress progress("backup");
   req.pipeline.progress = [&](uint64_t d, uint64_t t) { progress(d, t); };
@@ -342,7 +372,7 @@ int BackupMain(int argc, char** argv) {
 // ---- strata list / info ----
 
 int ListMain(int argc, char** argv) {
-  auto a = Args::Parse(argc, argv, 1, {"--repo", "--disk"}, {"--help", "--json"});
+  auto a = Args::Parse(argc, argv, 1, {"--repo", "--disk", "--lock-wait"}, {"--help", "--json"});
   if (!a) return Usage("strata list", a.error().message());
   if (a->Has("--help")) {
     std::puts("Usage: strata list --repo REPO [--disk NAME] [--json]\n\n"
@@ -351,7 +381,8 @@ int ListMain(int argc, char** argv) {
     return kExitOk;
   }
   if (!a->Has("--repo") || !a->positional().empty()) return Usage("strata list", "expected --repo REPO");
-  auto repo = Repository::Open(*a->Get("--repo"));
+  if (!LockWait(*a)) return Usage("strata list", LockWait(*a).error().message());
+  auto repo = OpenRepo(*a, false, "strata list");
   if (!repo) return Fail("strata list", repo.error());
   std::vector<DiskInfo> disks = (*repo)->Disks();
   if (auto d = a->Get("--disk")) {
@@ -393,7 +424,7 @@ int ListMain(int argc, char** argv) {
 }
 
 int InfoMain(int argc, char** argv) {
-  auto a = Args::Parse(argc, argv, 1, {"--repo", "--backup"}, {"--help", "--json"});
+  auto a = Args::Parse(argc, argv, 1, {"--repo", "--backup", "--lock-wait"}, {"--help", "--json"});
   if (!a) return Usage("strata info", a.error().message());
   if (a->Has("--help")) {
     std::puts("Usage: strata info [--json] ARCHIVE\n"
@@ -406,7 +437,8 @@ int InfoMain(int argc, char** argv) {
     if (!a->Has("--repo") || !a->Has("--backup") || !a->positional().empty()) {
       return Usage("strata info", "expected --repo REPO --backup ID, or one ARCHIVE file");
     }
-    auto repo = Repository::Open(*a->Get("--repo"));
+    if (!LockWait(*a)) return Usage("strata info", LockWait(*a).error().message());
+    auto repo = OpenRepo(*a, false, "strata info");
     if (!repo) return Fail("strata info", repo.error());
     auto e = (*repo)->Find(*a->Get("--backup"));
     if (!e) return Fail("strata info", e.error(), true);
@@ -449,8 +481,8 @@ int InfoMain(int argc, char** argv) {
 
 int RestoreMain(int argc, char** argv) {
   const char* tool = "strata restore";
-  std::set<std::string> vf = {"--repo", "--backup", "--disk"};
-  vf.insert(kPipelineFlags.begin(), kPipelineFlags.end());
+  std::set<std::string> vf = {"--repo", "--backup", "--disk", "--lock-wait"};
+  vf.insert(kRestoreFlags.begin(), kRestoreFlags.end());
   auto a = Args::Parse(argc, argv, 1, vf, {"--help", "--json", "--force", "--no-direct"});
   if (!a) return Usage(tool, a.error().message());
   if (a->Has("--help")) {
@@ -460,9 +492,11 @@ int RestoreMain(int argc, char** argv) {
         "of disk NAME when given) to OUTPUT, a raw image file (sparse:\n"
         "zero ranges become holes) or a block device. Every block is read from exactly\n"
         "one archive of the chain and written once; every checksum is verified.\n"
-        "An existing regular file is only overwritten with --force. Data ranges are\n"
+        "An existing file or a block device is only overwritten with --force; a new\n"
+        "file is created 0600 and a symbolic link is never followed. Data ranges are\n"
         "allocated before writing (a full disk fails first) and aligned data is\n"
-        "written with O_DIRECT through io_uring.\n\n"
+        "written with O_DIRECT through io_uring. A failed restore removes the file it\n"
+        "created.\n\n"
         "Options:\n"
         "  --queue-depth N   writes in flight (default 32)   --workers N (default: cores)\n"
         "  --memory N        memory bound (default 256M)     --no-direct  use the page cache");
@@ -472,11 +506,15 @@ int RestoreMain(int argc, char** argv) {
   PipelineOptions opt;
   if (Status s = ParsePipeline(*a, &opt); !s.ok()) return Usage(tool, s.message());
   const std::string out = a->positional()[0];
+  if (!LockWait(*a)) return Usage(tool, LockWait(*a).error().message());
   struct stat st;
-  if (::stat(out.c_str(), &st) == 0 && S_ISREG(st.st_mode) && !a->Has("--force")) {
-    return Fail(tool, Status::AlreadyExists(out + ": exists (use --force to overwrite)"));
+  if (::lstat(out.c_str(), &st) == 0 && !a->Has("--force")) {
+    if (S_ISREG(st.st_mode)) return Fail(tool, Status::AlreadyExists(out + ": exists (use --force to overwrite)"));
+    if (S_ISBLK(st.st_mode)) {
+      return Fail(tool, Status::AlreadyExists(out + ": is a block device; its contents are overwritten only with --force"));
+    }
   }
-  auto repo = Repository::Open(*a->Get("--repo"));
+  auto repo = OpenRepo(*a, false, tool);
   if (!repo) return Fail(tool, repo.error());
   std::optional<DiskInfo> disk;
   if (auto d = a->Get("--disk")) {
@@ -513,7 +551,7 @@ int RestoreMain(int argc, char** argv) {
 
 int VerifyMain(int argc, char** argv) {
   const char* tool = "strata verify";
-  auto a = Args::Parse(argc, argv, 1, {"--repo", "--backup", "--against", "--format", "--disk"},
+  auto a = Args::Parse(argc, argv, 1, {"--repo", "--backup", "--against", "--format", "--disk", "--lock-wait"},
                        {"--help", "--json"});
   if (!a) return Usage(tool, a.error().message());
   if (a->Has("--help")) {
@@ -523,12 +561,23 @@ int VerifyMain(int argc, char** argv) {
         "chain links up (each incremental starts where its parent ends) and every\n"
         "checksum of every archive in the chain of a backup (default: every backup).\n"
         "--against IMAGE also compares the restored view with IMAGE block by block\n"
-        "(default backup: the newest of IMAGE's disk, or of --disk NAME).");
+        "(default backup: the newest of IMAGE's disk, or of --disk NAME). Archives no\n"
+        "catalog entry names and interrupted operations are reported (the next backup\n"
+        "or merge finishes an interrupted merge; 'strata repair' handles the rest).");
     return kExitOk;
   }
   if (!a->Has("--repo") || !a->positional().empty()) return Usage(tool, "expected --repo REPO");
-  auto repo = Repository::Open(*a->Get("--repo"));
+  if (a->Has("--format") && !a->Has("--against")) return Usage(tool, "--format goes with --against");
+  if (!LockWait(*a)) return Usage(tool, LockWait(*a).error().message());
+  auto repo = OpenRepo(*a, false, tool);
   if (!repo) return Fail(tool, repo.error());
+  for (const PendingOp& op : (*repo)->pending()) {
+    if (op.kind == PendingOp::Kind::kRemove) {
+      return Fail(tool, Status::Corruption((*repo)->dir() + ": the removal of backup " + IdToHex(op.id) +
+                                           " was interrupted; the next backup or merge finishes it "
+                                           "('strata merge --resume')"));
+    }
+  }
   std::optional<DiskInfo> disk;
   if (auto d = a->Get("--disk")) {
     auto di = (*repo)->DiskNamed(*d);
@@ -571,6 +620,13 @@ int VerifyMain(int argc, char** argv) {
       return Fail(tool, Status::Corruption((*repo)->dir() + "/catalog: the entry of backup " + IdToHex(e.id()) +
                                            " disagrees with its archive " + (*r)->path()));
     }
+  }
+  auto orphans = (*repo)->Orphans();
+  if (!orphans) return Fail(tool, orphans.error());
+  if (!orphans->empty()) {
+    return Fail(tool, Status::Corruption((*repo)->dir() + ": " + std::to_string(orphans->size()) +
+                                         " archive(s) no catalog entry names, e.g. " + orphans->front() +
+                                         " ('strata repair --repo " + (*repo)->dir() + "' shows what to do)"));
   }
   auto t0 = std::chrono::steady_clock::now();
   std::set<ArchiveId> verified;
@@ -640,28 +696,48 @@ Offline operations on backups; the source disk is not needed.
                        restorable (removing a full backup makes its children full)
   --fold ID            fold ID's parent into ID (the parent is removed as above)
   --synthetic-full ID  write a new full backup with the same content as ID
+  --resume             finish a merge that was interrupted (any later backup
+                       or merge also does)
+Options: --level N (--synthetic-full), --queue-depth N, --workers N,
+--memory N, --lock-wait SECONDS, --json.
+A merge is journaled in the catalog: if it is interrupted at any point, the
+next writer finishes it; no backup is rewritten twice.
 )";
 
 int MergeMain(int argc, char** argv) {
   const char* tool = "strata merge";
-  std::set<std::string> vf = {"--repo", "--remove", "--fold", "--synthetic-full"};
-  vf.insert(kPipelineFlags.begin(), kPipelineFlags.end());
-  auto a = Args::Parse(argc, argv, 1, vf, {"--help", "--json"});
+  std::set<std::string> vf = {"--repo", "--remove", "--fold", "--synthetic-full", "--lock-wait"};
+  vf.insert(kMergeFlags.begin(), kMergeFlags.end());
+  auto a = Args::Parse(argc, argv, 1, vf, {"--help", "--json", "--resume"});
   if (!a) return Usage(tool, a.error().message());
   if (a->Has("--help")) {
     std::fputs(kMergeHelp, stdout);
     return kExitOk;
   }
-  int actions = a->Has("--remove") + a->Has("--fold") + a->Has("--synthetic-full");
+  int actions = a->Has("--remove") + a->Has("--fold") + a->Has("--synthetic-full") + a->Has("--resume");
   if (!a->Has("--repo") || actions != 1 || !a->positional().empty()) {
-    return Usage(tool, "expected --repo REPO and one of --remove, --fold, --synthetic-full");
+    return Usage(tool, "expected --repo REPO and one of --remove, --fold, --synthetic-full, --resume");
+  }
+  if (a->Has("--level") && !a->Has("--synthetic-full")) {
+    return Usage(tool, "--level applies to --synthetic-full (a rewritten backup keeps its own level)");
   }
   PipelineOptions opt;
   if (Status s = ParsePipeline(*a, &opt); !s.ok()) return Usage(tool, s.message());
-  auto repo = Repository::Open(*a->Get("--repo"));
+  if (!LockWait(*a)) return Usage(tool, LockWait(*a).error().message());
+  auto repo = OpenRepo(*a, true, tool);
   if (!repo) return Fail(tool, repo.error());
   Repository& r = **repo;
   const bool json = a->Has("--json");
+
+  const size_t interrupted = r.pending().size();
+  if (Status s = CompletePending(r, opt); !s.ok()) return Fail(tool, s);
+  if (interrupted && !a->Has("--resume")) std::fprintf(stderr, "%s: note: completed an interrupted merge first\n", tool);
+  if (a->Has("--resume")) {
+    const size_t before = interrupted;
+    if (json) std::printf("{\"completed\": %zu}\n", before);
+    else std::printf("%s\n", before ? "completed the interrupted merge" : "nothing was interrupted");
+    return kExitOk;
+  }
 
   if (auto which = a->Get("--synthetic-full")) {
     auto e = r.Find(*which);
@@ -711,6 +787,76 @@ int MergeMain(int argc, char** argv) {
   return kExitOk;
 }
 
+// ---- strata repair ----
+
+constexpr char kRepairHelp[] = R"(Usage: strata repair --repo REPO [--apply] [--json] [--lock-wait SECONDS]
+
+Rebuilds the catalog from the archives' own headers (every archive describes
+itself: docs/formats/archive.md). Without --apply it only prints what it would
+do. With --apply it keeps the old catalog as catalog.replaced-<time>, removes
+temporaries and archives of backups that never completed, moves unreadable
+archives to archives/damaged/ and writes the new catalog. An interrupted merge
+is finished instead. Backups whose chain cannot be restored are listed (remove
+them with 'strata merge --remove ID').
+Exit status: 0 when the repository is (or, with --apply, now is) consistent, 1
+when something needs --apply or a chain is broken, 2 usage error.
+)";
+
+int RepairMain(int argc, char** argv) {
+  const char* tool = "strata repair";
+  auto a = Args::Parse(argc, argv, 1, {"--repo", "--lock-wait"}, {"--help", "--json", "--apply"});
+  if (!a) return Usage(tool, a.error().message());
+  if (a->Has("--help")) {
+    std::fputs(kRepairHelp, stdout);
+    return kExitOk;
+  }
+  if (!a->Has("--repo") || !a->positional().empty()) return Usage(tool, "expected --repo REPO");
+  auto wait = LockWait(*a);
+  if (!wait) return Usage(tool, wait.error().message());
+  RepositoryOptions o;
+  o.lock_wait = *wait;
+  auto repo = Repository::OpenForRepair(*a->Get("--repo"), o);
+  if (!repo) return Fail(tool, repo.error());
+  auto plan = PlanRepair(**repo);
+  if (!plan) return Fail(tool, plan.error());
+  const bool apply = a->Has("--apply");
+  if (apply && plan->changes()) {
+    if (Status s = ApplyRepair(**repo, *plan, PipelineOptions{}); !s.ok()) return Fail(tool, s);
+  }
+  if (a->Has("--json")) {
+    Json j;
+    j["catalog_ok"] = plan->catalog.ok();
+    j["catalog_error"] = plan->catalog.ok() ? "" : plan->catalog.message();
+    j["backups"] = plan->entries.size();
+    j["added"] = plan->added;
+    j["dropped"] = plan->dropped;
+    j["corrected"] = plan->corrected;
+    j["damaged"] = plan->damaged;
+    j["removed"] = plan->removed;
+    j["broken"] = plan->broken;
+    j["pending_merge"] = plan->pending_merge;
+    j["applied"] = apply && plan->changes();
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    if (!plan->catalog.ok()) std::printf("catalog unusable: %s\n", plan->catalog.message().c_str());
+    if (plan->pending_merge) std::printf("an interrupted merge %s\n", apply ? "was finished" : "will be finished");
+    auto list = [&](const char* what, const std::vector<std::string>& v) {
+      for (const std::string& x : v) std::printf("%s %s\n", what, x.c_str());
+    };
+    list(apply ? "added" : "would add", plan->added);
+    list(apply ? "dropped (archive missing)" : "would drop (archive missing)", plan->dropped);
+    list(apply ? "corrected" : "would correct", plan->corrected);
+    list(apply ? "moved aside (damaged)" : "would move aside (damaged)", plan->damaged);
+    list(apply ? "removed" : "would remove", plan->removed);
+    list("cannot be restored:", plan->broken);
+    if (!plan->changes()) std::printf("catalog and archives agree: %zu backups\n", plan->entries.size());
+    else if (!apply) std::printf("run again with --apply to make these changes\n");
+    else std::printf("new catalog: %zu backups\n", plan->entries.size());
+  }
+  if (!plan->broken.empty()) return kExitFailure;
+  return plan->changes() && !apply ? kExitFailure : kExitOk;
+}
+
 Registrar r1("init", "create an empty backup repository", &InitMain);
 Registrar r2("backup", "back up the changed extents of an image into a repository", &BackupMain);
 Registrar r3("list", "list the backups of a repository", &ListMain);
@@ -718,6 +864,7 @@ Registrar r4("info", "print the header of an archive file", &InfoMain);
 Registrar r5("restore", "restore a backup to a raw file or block device", &RestoreMain);
 Registrar r6("verify", "check every checksum of backups, optionally against an image", &VerifyMain);
 Registrar r7("merge", "remove, fold or synthesise backups offline", &MergeMain);
+Registrar r8("repair", "rebuild a damaged catalog from the archives' headers", &RepairMain);
 
 }  // namespace
 }  // namespace strata::cli

@@ -1,5 +1,7 @@
 #include "engine/backup/archive.h"
 
+#include "extents/id128.h"
+
 #include <unistd.h>
 #include <zstd.h>
 
@@ -36,7 +38,8 @@ Hash128 ZeroHash(uint64_t n) {
 // ---- writer ----
 
 Result<std::unique_ptr<ArchiveWriter>> ArchiveWriter::Create(const std::string& final_path,
-                                                             const ArchiveHeader& header) {
+                                                             const ArchiveHeader& header, Env* env) {
+  if (env == nullptr) env = Env::Default();
   for (const std::string* n : {&header.source_name, &header.disk_name, &header.start.name,
                                &header.end.name}) {
     if (n->size() > kMaxPointName) {
@@ -46,22 +49,28 @@ Result<std::unique_ptr<ArchiveWriter>> ArchiveWriter::Create(const std::string& 
   }
   std::unique_ptr<ArchiveWriter> w(new ArchiveWriter);
   w->final_path_ = final_path;
-  std::random_device rd;
-  w->temp_path_ = final_path + ".partial." + std::to_string(rd());
-  STRATA_ASSIGN_OR_RETURN(w->file_, OpenPosixFile(w->temp_path_, OpenMode::kCreateExclusive));
+  w->env_ = env;
+  w->temp_path_ = final_path + ".partial." + Id128ToHex(RandomId128()).substr(0, 12);
+  STRATA_ASSIGN_OR_RETURN(w->file_, env->Open(w->temp_path_, OpenMode::kCreateExclusive));
   // Archive data goes to disk with O_DIRECT where the file system allows it:
   // through the page cache, writing the archive costs a copy per byte and a
   // write-back that competes with compression for the CPU
   // (docs/benchmarks.md). Opened as a second descriptor so a file system
   // that refuses O_DIRECT leaves nothing behind.
-  if (auto d = OpenPosixFile(w->temp_path_, OpenMode::kReadWrite, /*direct=*/true)) {
+  if (auto d = env->Open(w->temp_path_, OpenMode::kReadWrite, /*direct=*/true); d && (*d)->fd() >= 0) {
     w->direct_file_ = std::move(*d);
   }
   // A few writes in flight through io_uring, so compressing never waits for
-  // the disk (synchronous writes when io_uring is unavailable).
+  // the disk (synchronous writes when io_uring is unavailable). A file
+  // without a descriptor (an Env that is not the kernel's) is written
+  // through File.
   w->writes_.resize(kWritesInFlight);
-  w->queue_ = UringQueue::Create(w->direct_file_ ? w->direct_file_->fd() : w->file_->fd(),
-                                 kWritesInFlight);
+  if (w->file_->fd() >= 0) {
+    w->queue_ = UringQueue::Create(w->direct_file_ ? w->direct_file_->fd() : w->file_->fd(),
+                                   kWritesInFlight);
+  } else {
+    w->direct_refused_ = true;
+  }
   w->header_ = header;
   std::string h = EncodeHeader(header);
   w->header_checksum_ = LoadLE64(reinterpret_cast<const uint8_t*>(h.data()) + h.size() - 8);
@@ -79,7 +88,7 @@ ArchiveWriter::~ArchiveWriter() {
   if (!finished_ && !temp_path_.empty()) {
     direct_file_.reset();
     file_.reset();
-    ::unlink(temp_path_.c_str());
+    (void)env_->Remove(temp_path_);
   }
 }
 
@@ -115,7 +124,7 @@ Status ArchiveWriter::Flush(bool last) {
     buf_offset_ += w.real;
   }
   if (last) {
-    while (queue_->outstanding() > 0) STRATA_RETURN_IF_ERROR(ReapOne());
+    while (queue_ && queue_->outstanding() > 0) STRATA_RETURN_IF_ERROR(ReapOne());
     STRATA_ASSIGN_OR_RETURN(uint64_t size, file_->Size());
     if (size != buf_offset_) STRATA_RETURN_IF_ERROR(file_->Truncate(buf_offset_));
   }
@@ -216,26 +225,26 @@ Result<ArchiveFooter> ArchiveWriter::Finish() {
   direct_file_.reset();
   STRATA_RETURN_IF_ERROR(file_->Sync());
   file_.reset();
-  if (::rename(temp_path_.c_str(), final_path_.c_str()) != 0) {
-    return Status::FromErrno(errno, final_path_ + ": rename from " + temp_path_);
-  }
+  STRATA_RETURN_IF_ERROR(env_->Rename(temp_path_, final_path_));
   finished_ = true;
-  STRATA_RETURN_IF_ERROR(SyncDirOf(final_path_));
+  STRATA_RETURN_IF_ERROR(env_->SyncDirOf(final_path_));
   return f;
 }
 
 // ---- reader ----
 
-Result<std::unique_ptr<ArchiveReader>> ArchiveReader::Open(const std::string& path) {
+Result<std::unique_ptr<ArchiveReader>> ArchiveReader::Open(const std::string& path, Env* env) {
+  if (env == nullptr) env = Env::Default();
   std::unique_ptr<ArchiveReader> r(new ArchiveReader);
   r->path_ = path;
-  STRATA_ASSIGN_OR_RETURN(r->file_, OpenPosixFile(path, OpenMode::kReadOnly));
+  STRATA_ASSIGN_OR_RETURN(r->file_, env->Open(path, OpenMode::kReadOnly));
   STRATA_ASSIGN_OR_RETURN(r->file_size_, r->file_->Size());
   if (r->file_size_ < kArchiveFooterSize + 104) {
     return Status::Corruption(path + ": archive truncated (" + std::to_string(r->file_size_) +
                               " bytes)");
   }
-  std::vector<uint8_t> head(std::min<uint64_t>(r->file_size_, 4096));
+  // The longest header (four names of 1023 bytes) is 4,288 bytes.
+  std::vector<uint8_t> head(std::min<uint64_t>(r->file_size_, 8192));
   STRATA_RETURN_IF_ERROR(r->file_->ReadFull(0, head));
   uint64_t header_size = 0, header_sum = 0;
   STRATA_ASSIGN_OR_RETURN(r->header_, DecodeHeader(head, path, &header_size, &header_sum));

@@ -20,6 +20,7 @@
 #include "engine/backup/archive_format.h"
 #include "engine/backup/uring_reader.h"
 #include "extents/extent_set.h"
+#include "formats/env.h"
 #include "formats/file.h"
 
 struct ZSTD_DCtx_s;
@@ -28,8 +29,11 @@ namespace strata {
 
 class ArchiveWriter {
  public:
+  // Writes through `env` (null: the local file system). The archive takes
+  // the final name only in Finish, replacing any file of that name.
   static Result<std::unique_ptr<ArchiveWriter>> Create(const std::string& final_path,
-                                                       const ArchiveHeader& header);
+                                                       const ArchiveHeader& header,
+                                                       Env* env = nullptr);
   ~ArchiveWriter();  // removes the temporary file unless Finish succeeded
 
   // Appends one compressed frame holding `raw_size` guest bytes (none when
@@ -67,6 +71,7 @@ class ArchiveWriter {
   void AddZero(uint64_t guest_offset, uint32_t length);
 
   std::string final_path_, temp_path_;
+  Env* env_ = nullptr;
   std::unique_ptr<File> file_;
   std::unique_ptr<File> direct_file_;  // O_DIRECT descriptor of the same file, if any
   std::unique_ptr<UringQueue> queue_;  // archive writes in flight, on direct_file_ or file_
@@ -82,7 +87,7 @@ class ArchiveWriter {
 
 class ArchiveReader {
  public:
-  static Result<std::unique_ptr<ArchiveReader>> Open(const std::string& path);
+  static Result<std::unique_ptr<ArchiveReader>> Open(const std::string& path, Env* env = nullptr);
 
   const std::string& path() const { return path_; }
   const ArchiveHeader& header() const { return header_; }

@@ -30,22 +30,25 @@ std::vector<const ArchiveReader*> Raw(const std::vector<std::unique_ptr<ArchiveR
   return r;
 }
 
-// Registers a finished archive; removes it again if the catalog cannot
-// name it, so nothing unnamed stays behind.
-Result<CatalogEntry> Register(Repository& repo, const ArchiveId& id) {
-  const std::string path = repo.ArchivePath(id);
-  auto reader = ArchiveReader::Open(path);
-  if (!reader) {
-    ::unlink(path.c_str());
-    return reader.error();
-  }
-  CatalogEntry e = Repository::EntryFor(**reader);
-  Status s = repo.Add(e);
-  if (!s.ok()) {
-    ::unlink(path.c_str());
-    return s;
-  }
-  return e;
+// Writes a new archive for backup `header.id` and records it: journaled as
+// pending before the archive can take its final name, committed after, and
+// abandoned (archive removed) on any failure, so nothing unnamed stays.
+Result<std::pair<CatalogEntry, BackupStats>> WriteAndRecord(Repository& repo, Image& image, const ExtentSet& changes,
+                                                             const ArchiveHeader& header, PipelineOptions opt,
+                                                             const ScanBaseline* baseline) {
+  opt.env = repo.env();
+  STRATA_RETURN_IF_ERROR(repo.Begin({PendingOp::Kind::kBackup, header.id}));
+  auto run = [&]() -> Result<std::pair<CatalogEntry, BackupStats>> {
+    STRATA_ASSIGN_OR_RETURN(BackupStats stats,
+                            RunBackup(image, changes, header, repo.ArchivePath(header.id), opt, baseline));
+    STRATA_ASSIGN_OR_RETURN(auto reader, ArchiveReader::Open(repo.ArchivePath(header.id), repo.env()));
+    CatalogEntry e = Repository::EntryFor(*reader);
+    STRATA_RETURN_IF_ERROR(repo.Add(e));
+    return std::make_pair(e, stats);
+  };
+  auto r = run();
+  if (!r) (void)repo.Abandon(header.id);  // the next writer retries if this fails too
+  return r;
 }
 
 std::string AbsolutePath(const std::string& p) {
@@ -588,11 +591,9 @@ Result<BackupResult> BackupJob::Run() {
       STRATA_ASSIGN_OR_RETURN(ScanBaseline b, ScanBaseline::Build(Raw(parent_chain_)));
       baseline = std::make_unique<ScanBaseline>(std::move(b));
     }
-    STRATA_ASSIGN_OR_RETURN(BackupStats stats, RunBackup(*read_, changes, header_, repo_.ArchivePath(header_.id),
-                                                         req_.pipeline, baseline.get()));
-    STRATA_ASSIGN_OR_RETURN(CatalogEntry entry, Register(repo_, header_.id));
-    result_.entry = entry;
-    result_.stats = stats;
+    STRATA_ASSIGN_OR_RETURN(auto done, WriteAndRecord(repo_, *read_, changes, header_, req_.pipeline, baseline.get()));
+    result_.entry = done.first;
+    result_.stats = done.second;
     return std::move(result_);
   };
   Result<BackupResult> r = run();
@@ -620,6 +621,7 @@ Result<BackupResult> BackupJob::Run() {
 }  // namespace
 
 Result<BackupResult> BackupToRepository(Repository& repo, const BackupRequest& req) {
+  STRATA_RETURN_IF_ERROR(CompletePending(repo, req.pipeline));
   BackupJob job(repo, req);
   return job.Run();
 }
@@ -631,25 +633,178 @@ Result<RestoreStats> RestoreFromRepository(Repository& repo, const std::string& 
   return RunRestore(Raw(chain), output, opt);
 }
 
-Result<std::vector<ArchiveId>> RemoveBackup(Repository& repo, const ArchiveId& victim,
-                                            const PipelineOptions& opt) {
+namespace {
+
+// Rewrites every child of `victim` that still builds on it and updates the
+// catalog; children rewritten before an interruption (their archive already
+// names victim's parent) only get their catalog entry updated. Then removes
+// victim. Idempotent: a rerun after any interruption finishes the same job.
+Result<std::vector<ArchiveId>> FinishRemove(Repository& repo, const ArchiveId& victim, PipelineOptions opt) {
+  opt.env = repo.env();
   std::vector<ArchiveId> children;
   for (const CatalogEntry* c : repo.Children(victim)) children.push_back(c->id());
   for (const ArchiveId& child : children) {
-    STRATA_ASSIGN_OR_RETURN(auto chain, repo.OpenChain(child));
-    // The rewritten child replaces its archive atomically and keeps its
-    // identity: a crash here leaves either the old or the new child, and
-    // both restore the same content.
-    STRATA_RETURN_IF_ERROR(FoldIntoChild(Raw(chain), repo.ArchivePath(child), opt).status());
-    STRATA_ASSIGN_OR_RETURN(auto reader, ArchiveReader::Open(repo.ArchivePath(child)));
-    STRATA_RETURN_IF_ERROR(repo.Replace(Repository::EntryFor(*reader)));
+    STRATA_ASSIGN_OR_RETURN(auto current, ArchiveReader::Open(repo.ArchivePath(child), repo.env()));
+    if (current->header().parent_id == victim) {
+      STRATA_ASSIGN_OR_RETURN(auto chain, repo.OpenChain(child));
+      // The rewritten child replaces its archive atomically and keeps its
+      // identity: a crash here leaves either the old or the new child, and
+      // both restore the same content.
+      STRATA_RETURN_IF_ERROR(FoldIntoChild(Raw(chain), repo.ArchivePath(child), opt).status());
+      STRATA_ASSIGN_OR_RETURN(current, ArchiveReader::Open(repo.ArchivePath(child), repo.env()));
+    }
+    STRATA_RETURN_IF_ERROR(repo.Replace(Repository::EntryFor(*current)));
   }
   STRATA_RETURN_IF_ERROR(repo.Remove(victim));
   return children;
 }
 
+}  // namespace
+
+Status CompletePending(Repository& repo, const PipelineOptions& opt) {
+  if (repo.read_only()) return Status::Ok();
+  std::vector<PendingOp> ops = repo.pending();
+  for (const PendingOp& op : ops) {
+    if (op.kind != PendingOp::Kind::kRemove) continue;
+    STRATA_RETURN_IF_ERROR(FinishRemove(repo, op.id, opt)
+                               .status()
+                               .WithContext(repo.dir() + ": completing the interrupted removal of backup " +
+                                            IdToHex(op.id)));
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<ArchiveId>> RemoveBackup(Repository& repo, const ArchiveId& victim,
+                                            const PipelineOptions& opt) {
+  STRATA_RETURN_IF_ERROR(CompletePending(repo, opt));
+  bool known = false;
+  for (const CatalogEntry& e : repo.entries()) known |= e.id() == victim;
+  if (!known) return Status::NotFound(repo.dir() + ": no backup " + IdToHex(victim));
+  STRATA_RETURN_IF_ERROR(repo.Begin({PendingOp::Kind::kRemove, victim}));
+  return FinishRemove(repo, victim, opt);
+}
+
+Result<RepairPlan> PlanRepair(Repository& repo) {
+  RepairPlan plan;
+  plan.catalog = repo.LoadCatalog();
+  Env* env = repo.env();
+  const std::string adir = repo.dir() + "/archives";
+  STRATA_ASSIGN_OR_RETURN(std::vector<std::string> names, env->ListDir(adir));
+  std::sort(names.begin(), names.end());
+  std::vector<ArchiveId> unacknowledged;
+  for (const PendingOp& op : repo.pending()) {
+    if (op.kind == PendingOp::Kind::kBackup) unacknowledged.push_back(op.id);
+    if (op.kind == PendingOp::Kind::kRemove) plan.pending_merge = true;
+  }
+  for (const std::string& n : names) {
+    const std::string path = adir + "/" + n;
+    if (n.find(".partial.") != std::string::npos) {
+      plan.removed.push_back(path);
+      continue;
+    }
+    if (n.size() != 36 || n.compare(32, 4, ".sar") != 0 || !IdFromHex(n.substr(0, 32))) continue;
+    const ArchiveId id = *IdFromHex(n.substr(0, 32));
+    if (std::find(unacknowledged.begin(), unacknowledged.end(), id) != unacknowledged.end()) {
+      plan.removed.push_back(path);
+      continue;
+    }
+    auto r = ArchiveReader::Open(path, env);
+    if (!r) {
+      plan.damaged.push_back(path + ": " + r.error().message());
+      continue;
+    }
+    if ((*r)->header().id != id) {
+      plan.damaged.push_back(path + ": holds backup " + IdToHex((*r)->header().id));
+      continue;
+    }
+    plan.entries.push_back(Repository::EntryFor(**r));
+  }
+  std::stable_sort(plan.entries.begin(), plan.entries.end(), [](const CatalogEntry& a, const CatalogEntry& b) {
+    return a.header.created_unix_ns < b.header.created_unix_ns;
+  });
+  if (plan.catalog.ok()) {
+    for (const CatalogEntry& e : repo.entries()) {
+      auto it = std::find_if(plan.entries.begin(), plan.entries.end(),
+                             [&](const CatalogEntry& x) { return x.id() == e.id(); });
+      if (it == plan.entries.end()) {
+        plan.dropped.push_back(IdToHex(e.id()));
+      } else if (EncodeHeader(it->header) != EncodeHeader(e.header) || it->logical_bytes != e.logical_bytes ||
+                 it->stored_bytes != e.stored_bytes || it->archive_bytes != e.archive_bytes) {
+        plan.corrected.push_back(IdToHex(e.id()));
+      }
+    }
+    for (const CatalogEntry& e : plan.entries) {
+      bool named = std::any_of(repo.entries().begin(), repo.entries().end(),
+                               [&](const CatalogEntry& x) { return x.id() == e.id(); });
+      if (!named) plan.added.push_back(IdToHex(e.id()));
+    }
+  } else {
+    for (const CatalogEntry& e : plan.entries) plan.added.push_back(IdToHex(e.id()));
+  }
+  // Chains are checked on the archives as they are (a pending merge is
+  // finished first, which can only make chains whole).
+  if (!plan.pending_merge) {
+    for (const CatalogEntry& e : plan.entries) {
+      std::vector<std::unique_ptr<ArchiveReader>> chain;
+      ArchiveId cur = e.id();
+      Status s;
+      for (size_t depth = 0; s.ok(); ++depth) {
+        auto it = std::find_if(plan.entries.begin(), plan.entries.end(),
+                               [&](const CatalogEntry& x) { return x.id() == cur; });
+        if (it == plan.entries.end() || depth > plan.entries.size()) {
+          s = Status::NotFound("its chain needs backup " + IdToHex(cur) + ", which is missing or damaged");
+          break;
+        }
+        auto r = ArchiveReader::Open(repo.ArchivePath(cur), env);
+        if (!r) {
+          s = r.error();
+          break;
+        }
+        bool full = (*r)->header().is_full();
+        cur = (*r)->header().parent_id;
+        chain.push_back(std::move(*r));
+        if (full) break;
+      }
+      if (s.ok()) s = CheckChain(Raw(chain));
+      if (!s.ok()) plan.broken.push_back(IdToHex(e.id()) + ": " + s.message());
+    }
+  }
+  return plan;
+}
+
+Status ApplyRepair(Repository& repo, const RepairPlan& plan, const PipelineOptions& opt) {
+  Env* env = repo.env();
+  if (plan.pending_merge && plan.catalog.ok()) {
+    // The journal is intact: finish the merge instead of guessing.
+    STRATA_RETURN_IF_ERROR(CompletePending(repo, opt));
+    return Status::Ok();
+  }
+  const std::string catalog = repo.dir() + "/catalog";
+  if (env->Exists(catalog)) {
+    STRATA_ASSIGN_OR_RETURN(std::vector<uint8_t> old, env->ReadWholeFile(catalog));
+    STRATA_RETURN_IF_ERROR(env->WriteFileAtomic(catalog + ".replaced-" + std::to_string(NowNs() / 1000000000), old));
+  }
+  for (const std::string& p : plan.removed) {
+    Status s = env->Remove(p);
+    if (!s.ok() && s.code() != StatusCode::kNotFound) return s;
+  }
+  if (!plan.damaged.empty()) {
+    const std::string ddir = repo.dir() + "/archives/damaged";
+    Status m = env->MakeDir(ddir);
+    if (!m.ok() && m.code() != StatusCode::kAlreadyExists) return m;
+    for (const std::string& d : plan.damaged) {
+      const std::string path = d.substr(0, d.find(": "));
+      STRATA_RETURN_IF_ERROR(env->Rename(path, ddir + "/" + path.substr(path.rfind('/') + 1)));
+    }
+    STRATA_RETURN_IF_ERROR(env->SyncDir(ddir));
+  }
+  STRATA_RETURN_IF_ERROR(env->SyncDir(repo.dir() + "/archives"));
+  return repo.Rewrite(plan.entries);
+}
+
 Result<BackupResult> SyntheticFull(Repository& repo, const ArchiveId& source,
                                    const PipelineOptions& opt) {
+  STRATA_RETURN_IF_ERROR(CompletePending(repo, opt));
   STRATA_ASSIGN_OR_RETURN(auto chain, repo.OpenChain(source));
   STRATA_ASSIGN_OR_RETURN(auto image, OpenChainImage(Raw(chain)));
   const ArchiveHeader& src = chain[0]->header();
@@ -671,10 +826,8 @@ Result<BackupResult> SyntheticFull(Repository& repo, const ArchiveId& source,
   h.end = src.end;
   PipelineOptions o = opt;
   o.chunk_size = src.chunk_size;
-  STRATA_ASSIGN_OR_RETURN(BackupStats stats,
-                          RunBackup(*image, set, h, repo.ArchivePath(h.id), o));
-  STRATA_ASSIGN_OR_RETURN(CatalogEntry entry, Register(repo, h.id));
-  return BackupResult{entry, stats, {}};
+  STRATA_ASSIGN_OR_RETURN(auto done, WriteAndRecord(repo, *image, set, h, o, nullptr));
+  return BackupResult{done.first, done.second, {}};
 }
 
 }  // namespace strata

@@ -96,11 +96,40 @@ Result<BackupResult> BackupToRepository(Repository& repo, const BackupRequest& r
 Result<RestoreStats> RestoreFromRepository(Repository& repo, const std::string& which,
                                            const std::string& output, const PipelineOptions& opt);
 
+// Finishes what an interrupted writer left journaled (a removal whose
+// children were partly rewritten). Every job below calls it first; `strata
+// merge --resume` calls it alone. A no-op for a read-only repository.
+Status CompletePending(Repository& repo, const PipelineOptions& opt);
+
 // Drops backup `victim`; every backup built on it is rewritten (FoldIntoChild)
-// first, so all later backups restore exactly as before. Returns the
-// rewritten ids.
+// first, so all later backups restore exactly as before. Journaled: an
+// interruption at any point is finished by the next writer (CompletePending),
+// never folded twice. Returns the rewritten ids.
 Result<std::vector<ArchiveId>> RemoveBackup(Repository& repo, const ArchiveId& victim,
                                             const PipelineOptions& opt);
+
+// `strata repair`: the catalog rebuilt from the archives' self-describing
+// headers. Planning changes nothing; applying writes the new catalog (the
+// old one, if readable or not, is kept as catalog.replaced-<unix time>),
+// removes temporaries and the archives of backups that were pending (never
+// acknowledged), and moves unreadable archives to archives/damaged/.
+struct RepairPlan {
+  Status catalog;                       // why the current catalog is unusable (ok: it is fine)
+  std::vector<CatalogEntry> entries;    // the new catalog, oldest first
+  std::vector<std::string> added;       // archives the catalog did not name
+  std::vector<std::string> dropped;     // entries whose archive is missing
+  std::vector<std::string> corrected;   // entries that disagreed with their archive
+  std::vector<std::string> damaged;     // unreadable archives (path: reason)
+  std::vector<std::string> removed;     // temporaries and unacknowledged archives
+  std::vector<std::string> broken;      // backups whose chain cannot be restored (id: reason)
+  bool pending_merge = false;           // an interrupted merge: finished before anything else
+  bool changes() const {
+    return !catalog.ok() || !added.empty() || !dropped.empty() || !corrected.empty() || !damaged.empty() ||
+           !removed.empty() || pending_merge;
+  }
+};
+Result<RepairPlan> PlanRepair(Repository& repo);
+Status ApplyRepair(Repository& repo, const RepairPlan& plan, const PipelineOptions& opt);
 
 // Writes a new full backup with the content, disk and end point of backup
 // `source`.

@@ -563,7 +563,7 @@ Result<BackupStats> RunBackup(Image& image, const ExtentSet& changes, ArchiveHea
   header.level = static_cast<int8_t>(opt.level);
   header.chunk_size = opt.chunk_size;
   if (header.content_unix_ns == 0) header.content_unix_ns = header.created_unix_ns;
-  STRATA_ASSIGN_OR_RETURN(auto writer, ArchiveWriter::Create(archive_path, header));
+  STRATA_ASSIGN_OR_RETURN(auto writer, ArchiveWriter::Create(archive_path, header, opt.env));
   BackupRun run(image, changes, opt, scan, writer.get());
   STRATA_ASSIGN_OR_RETURN(BackupStats stats, run.Run());
   STRATA_ASSIGN_OR_RETURN(ArchiveFooter footer, writer->Finish());

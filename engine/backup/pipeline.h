@@ -20,6 +20,7 @@
 
 #include "engine/backup/archive.h"
 #include "extents/extent_set.h"
+#include "formats/env.h"
 #include "formats/image.h"
 
 namespace strata {
@@ -32,6 +33,7 @@ struct PipelineOptions {
   uint64_t memory_limit = 256ull << 20;
   uint64_t coalesce_gap = 256 << 10;   // read through gaps up to this size
   bool direct_io = true;               // O_DIRECT for raw sources and restore output when aligned
+  Env* env = nullptr;                  // where archives are written (null: the local file system)
   // Called from the writing thread with (bytes done, bytes planned).
   std::function<void(uint64_t, uint64_t)> progress;
 };

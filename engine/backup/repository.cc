@@ -1,10 +1,5 @@
 #include "engine/backup/repository.h"
 
-#include <dirent.h>
-#include <fcntl.h>
-#include <sys/file.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <algorithm>
@@ -58,28 +53,32 @@ CatalogEntry Repository::EntryFor(const ArchiveReader& a) {
   return e;
 }
 
-Status Repository::Init(const std::string& dir) {
-  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return Status::FromErrno(errno, dir);
+Status Repository::Init(const std::string& dir, Env* env) {
+  if (env == nullptr) env = Env::Default();
+  Status made = env->MakeDir(dir);
+  if (!made.ok() && made.code() != StatusCode::kAlreadyExists) return made;
+  if (made.ok()) STRATA_RETURN_IF_ERROR(env->SyncDirOf(dir));
+  // Two `init`s of one directory at once: one waits for the other, then
+  // finds its marker.
+  STRATA_ASSIGN_OR_RETURN(auto lock, env->Lock(dir + "/lock", LockMode::kExclusive, std::chrono::seconds(10)));
   std::string marker = dir + "/" + kMarker;
-  if (::access(marker.c_str(), F_OK) == 0) {
-    return Status::AlreadyExists(dir + ": already a strata repository");
-  }
-  if (::mkdir((dir + "/archives").c_str(), 0755) != 0 && errno != EEXIST) {
-    return Status::FromErrno(errno, dir + "/archives");
-  }
+  if (env->Exists(marker)) return Status::AlreadyExists(dir + ": already a strata repository");
+  Status a = env->MakeDir(dir + "/archives");
+  if (!a.ok() && a.code() != StatusCode::kAlreadyExists) return a;
   std::string cat = std::string(kCatalogMagic) + "\n";
   cat += "xxh3 " + Hex(Xxh3_64(cat.data(), cat.size())) + "\n";
-  STRATA_RETURN_IF_ERROR(WriteFileAtomic(
+  STRATA_RETURN_IF_ERROR(env->WriteFileAtomic(
       dir + "/catalog", {reinterpret_cast<const uint8_t*>(cat.data()), cat.size()}));
   // The marker last: a repository exists only once it is complete.
-  return WriteFileAtomic(marker, {reinterpret_cast<const uint8_t*>(kMarkerText),
-                                  sizeof kMarkerText - 1});
+  return env->WriteFileAtomic(marker, {reinterpret_cast<const uint8_t*>(kMarkerText), sizeof kMarkerText - 1});
 }
 
-Result<std::unique_ptr<Repository>> Repository::Open(const std::string& dir) {
+Result<std::unique_ptr<Repository>> Repository::Lock(const std::string& dir, const RepositoryOptions& o) {
   std::unique_ptr<Repository> r(new Repository);
   r->dir_ = dir;
-  auto marker = ReadWholeFile(dir + "/" + kMarker);
+  r->env_ = o.env ? o.env : Env::Default();
+  r->read_only_ = o.read_only;
+  auto marker = r->env_->ReadWholeFile(dir + "/" + kMarker);
   if (!marker) {
     if (marker.error().code() == StatusCode::kNotFound) {
       return Status::NotFound(dir + ": not a strata repository (run 'strata init " + dir + "')");
@@ -89,29 +88,93 @@ Result<std::unique_ptr<Repository>> Repository::Open(const std::string& dir) {
   if (std::string(marker->begin(), marker->end()) != kMarkerText) {
     return Status::Unsupported(dir + "/" + kMarker + ": unknown repository format");
   }
-  r->lock_fd_ = ::open((dir + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (r->lock_fd_ < 0) return Status::FromErrno(errno, dir + "/lock");
-  if (::flock(r->lock_fd_, LOCK_EX | LOCK_NB) != 0) {
-    return Status::Busy(dir + ": repository is in use by another strata process");
-  }
-  STRATA_RETURN_IF_ERROR(r->Load());
-  // Leftovers of interrupted backups are never named by the catalog.
-  if (DIR* d = ::opendir((dir + "/archives").c_str())) {
-    while (dirent* e = ::readdir(d)) {
-      if (std::strstr(e->d_name, ".partial.")) ::unlink((dir + "/archives/" + e->d_name).c_str());
+  auto lock = r->env_->Lock(dir + "/lock", o.read_only ? LockMode::kShared : LockMode::kExclusive, o.lock_wait);
+  if (!lock) {
+    if (lock.error().code() == StatusCode::kBusy) {
+      return Status::Busy(dir + ": repository is in use by another strata process" +
+                          std::string(o.lock_wait.count() ? "" : " (wait for it with --lock-wait SECONDS)"));
     }
-    ::closedir(d);
+    return lock.error();
   }
+  r->lock_ = std::move(*lock);
   return r;
 }
 
-Repository::~Repository() {
-  if (lock_fd_ >= 0) ::close(lock_fd_);
+Result<std::unique_ptr<Repository>> Repository::Open(const std::string& dir, const RepositoryOptions& o) {
+  STRATA_ASSIGN_OR_RETURN(auto r, Lock(dir, o));
+  STRATA_RETURN_IF_ERROR(r->Load());
+  if (!r->read_only_) STRATA_RETURN_IF_ERROR(r->CleanUp());
+  return r;
+}
+
+Result<std::unique_ptr<Repository>> Repository::OpenForRepair(const std::string& dir, const RepositoryOptions& o) {
+  RepositoryOptions w = o;
+  w.read_only = false;
+  return Lock(dir, w);
+}
+
+Status Repository::LoadCatalog() {
+  entries_.clear();
+  pending_.clear();
+  Status s = Load();
+  if (!s.ok()) {
+    entries_.clear();
+    pending_.clear();
+  }
+  return s;
+}
+
+Repository::~Repository() = default;
+
+Status Repository::CheckWritable() const {
+  if (read_only_) return Status::InvalidArgument(dir_ + ": repository opened read-only");
+  return Status::Ok();
+}
+
+// What an interrupted process left, removed by the next writer (which holds
+// the lock alone): temporaries, and archives of backups that were pending
+// (never acknowledged). A pending removal stays: CompletePending finishes it.
+Status Repository::CleanUp() {
+  auto names = env_->ListDir(dir_ + "/archives");
+  if (!names) return names.error();
+  for (const std::string& n : *names) {
+    if (n.find(".partial.") != std::string::npos) {
+      STRATA_RETURN_IF_ERROR(env_->Remove(dir_ + "/archives/" + n));
+      notes_.push_back("removed " + n + ", left by an interrupted backup");
+    }
+  }
+  if (auto top = env_->ListDir(dir_)) {
+    for (const std::string& n : *top) {
+      if (n.rfind("catalog.tmp.", 0) == 0) {
+        STRATA_RETURN_IF_ERROR(env_->Remove(dir_ + "/" + n));
+        notes_.push_back("removed " + n + ", left by an interrupted catalog update");
+      }
+    }
+  }
+  bool changed = false;
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (it->kind != PendingOp::Kind::kBackup) {
+      ++it;
+      continue;
+    }
+    const std::string path = ArchivePath(it->id);
+    if (env_->Exists(path)) {
+      STRATA_RETURN_IF_ERROR(env_->Remove(path));
+      notes_.push_back("removed archive " + IdToHex(it->id) + " of a backup that was interrupted before it was recorded");
+    }
+    it = pending_.erase(it);
+    changed = true;
+  }
+  if (changed) {
+    STRATA_RETURN_IF_ERROR(env_->SyncDir(dir_ + "/archives"));
+    STRATA_RETURN_IF_ERROR(Save());
+  }
+  return Status::Ok();
 }
 
 Status Repository::Load() {
   const std::string path = dir_ + "/catalog";
-  STRATA_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, ReadWholeFile(path));
+  STRATA_ASSIGN_OR_RETURN(std::vector<uint8_t> bytes, env_->ReadWholeFile(path));
   std::string text(bytes.begin(), bytes.end());
   size_t trailer = text.rfind("xxh3 ");
   if (trailer == std::string::npos || text.back() != '\n') {
@@ -130,7 +193,8 @@ Status Repository::Load() {
   size_t lineno = 0;
   while (std::getline(in, line)) {
     if (++lineno == 1) continue;
-    // id, logical bytes, stored bytes, archive bytes, the archive's header (hex).
+    // id, logical bytes, stored bytes, archive bytes, the archive's header
+    // (hex); or "pending", the operation ("backup", "remove") and an id.
     std::vector<std::string> f;
     std::istringstream ls(line);
     std::string field;
@@ -138,6 +202,16 @@ Status Repository::Load() {
     auto bad = [&](const std::string& why) {
       return Status::Corruption(path + ": line " + std::to_string(lineno) + " malformed (" + why + ")");
     };
+    if (!f.empty() && f[0] == "pending") {
+      PendingOp op;
+      if (f.size() != 3 || (f[1] != "backup" && f[1] != "remove")) return bad("pending operation");
+      op.kind = f[1] == "backup" ? PendingOp::Kind::kBackup : PendingOp::Kind::kRemove;
+      auto id = IdFromHex(f[2]);
+      if (!id) return bad("pending id");
+      op.id = *id;
+      pending_.push_back(op);
+      continue;
+    }
     if (f.size() != 5) return bad("fields");
     CatalogEntry e;
     auto id = IdFromHex(f[0]);
@@ -202,7 +276,7 @@ Status Repository::LoadVersion1(const std::string& text, const std::string& path
     h.source = static_cast<SourceKind>(src);
     h.granularity_shift = static_cast<uint32_t>(shift);
     h.content_unix_ns = h.created_unix_ns;
-    if (auto r = ArchiveReader::Open(ArchivePath(h.id)); r && (*r)->header().id == h.id) {
+    if (auto r = ArchiveReader::Open(ArchivePath(h.id), env_); r && (*r)->header().id == h.id) {
       e = EntryFor(**r);
     }
     entries_.push_back(std::move(e));
@@ -225,9 +299,13 @@ Status Repository::Save() const {
             std::to_string(e.stored_bytes) + "\t" + std::to_string(e.archive_bytes) + "\t" + hex +
             "\n";
   }
+  for (const PendingOp& op : pending_) {
+    text += std::string("pending\t") + (op.kind == PendingOp::Kind::kBackup ? "backup" : "remove") + "\t" +
+            IdToHex(op.id) + "\n";
+  }
   text += "xxh3 " + Hex(Xxh3_64(text.data(), text.size())) + "\n";
-  return WriteFileAtomic(dir_ + "/catalog",
-                         {reinterpret_cast<const uint8_t*>(text.data()), text.size()});
+  return env_->WriteFileAtomic(dir_ + "/catalog",
+                               {reinterpret_cast<const uint8_t*>(text.data()), text.size()});
 }
 
 const CatalogEntry* Repository::Latest(const Id128* disk) const {
@@ -318,7 +396,7 @@ Result<std::vector<std::unique_ptr<ArchiveReader>>> Repository::OpenChain(const 
   ArchiveId cur = id;
   for (size_t depth = 0;; ++depth) {
     if (depth > entries_.size()) return Status::Corruption(dir_ + "/catalog: parent loop");
-    STRATA_ASSIGN_OR_RETURN(auto r, ArchiveReader::Open(ArchivePath(cur)));
+    STRATA_ASSIGN_OR_RETURN(auto r, ArchiveReader::Open(ArchivePath(cur), env_));
     if (r->header().id != cur) {
       return Status::Corruption(r->path() + ": holds backup " + IdToHex(r->header().id));
     }
@@ -330,14 +408,52 @@ Result<std::vector<std::unique_ptr<ArchiveReader>>> Repository::OpenChain(const 
   return chain;
 }
 
-Status Repository::Add(const CatalogEntry& e) {
-  entries_.push_back(e);
+// Every catalog change below is one atomic catalog write. A failed write
+// may still have reached the disk (its directory sync failed after the
+// rename): the in-memory state is only rolled back when the write failed
+// before taking effect, and otherwise the error is reported with the new
+// catalog in place; nothing is deleted on the strength of a failed update.
+
+Status Repository::Begin(const PendingOp& op) {
+  STRATA_RETURN_IF_ERROR(CheckWritable());
+  pending_.push_back(op);
   Status s = Save();
-  if (!s.ok()) entries_.pop_back();
+  if (!s.ok()) pending_.pop_back();
+  return s;
+}
+
+Status Repository::Add(const CatalogEntry& e) {
+  STRATA_RETURN_IF_ERROR(CheckWritable());
+  const std::vector<PendingOp> before = pending_;
+  entries_.push_back(e);
+  pending_.erase(std::remove(pending_.begin(), pending_.end(), PendingOp{PendingOp::Kind::kBackup, e.id()}),
+                 pending_.end());
+  Status s = Save();
+  if (!s.ok()) {
+    entries_.pop_back();
+    pending_ = before;
+  }
+  return s;
+}
+
+Status Repository::Abandon(const ArchiveId& id) {
+  STRATA_RETURN_IF_ERROR(CheckWritable());
+  const std::string path = ArchivePath(id);
+  if (env_->Exists(path)) {
+    STRATA_RETURN_IF_ERROR(env_->Remove(path));
+    STRATA_RETURN_IF_ERROR(env_->SyncDirOf(path));
+  }
+  const std::vector<PendingOp> before = pending_;
+  pending_.erase(std::remove(pending_.begin(), pending_.end(), PendingOp{PendingOp::Kind::kBackup, id}),
+                 pending_.end());
+  if (pending_ == before) return Status::Ok();
+  Status s = Save();
+  if (!s.ok()) pending_ = before;
   return s;
 }
 
 Status Repository::Replace(const CatalogEntry& e) {
+  STRATA_RETURN_IF_ERROR(CheckWritable());
   for (CatalogEntry& x : entries_) {
     if (x.id() == e.id()) {
       CatalogEntry old = x;
@@ -351,20 +467,57 @@ Status Repository::Replace(const CatalogEntry& e) {
 }
 
 Status Repository::Remove(const ArchiveId& id) {
+  STRATA_RETURN_IF_ERROR(CheckWritable());
   for (size_t i = 0; i < entries_.size(); ++i) {
     if (entries_[i].id() == id) {
       CatalogEntry old = entries_[i];
+      const std::vector<PendingOp> before = pending_;
       entries_.erase(entries_.begin() + static_cast<long>(i));
+      pending_.erase(std::remove(pending_.begin(), pending_.end(), PendingOp{PendingOp::Kind::kRemove, id}),
+                     pending_.end());
       Status s = Save();
       if (!s.ok()) {
         entries_.insert(entries_.begin() + static_cast<long>(i), old);
+        pending_ = before;
         return s;
       }
-      ::unlink(ArchivePath(id).c_str());
-      return SyncDirOf(ArchivePath(id));
+      // The catalog no longer names it: the file can go (a crash before the
+      // removal leaves an orphan that verify reports and repair removes).
+      const std::string path = ArchivePath(id);
+      Status rm = env_->Remove(path);
+      if (!rm.ok() && rm.code() != StatusCode::kNotFound) return rm;
+      return env_->SyncDirOf(path);
     }
   }
   return Status::NotFound(dir_ + ": no backup " + IdToHex(id));
+}
+
+Status Repository::Rewrite(std::vector<CatalogEntry> entries) {
+  STRATA_RETURN_IF_ERROR(CheckWritable());
+  std::swap(entries_, entries);
+  std::vector<PendingOp> before;
+  std::swap(pending_, before);
+  Status s = Save();
+  if (!s.ok()) {
+    std::swap(entries_, entries);
+    std::swap(pending_, before);
+  }
+  return s;
+}
+
+Result<std::vector<std::string>> Repository::Orphans() const {
+  STRATA_ASSIGN_OR_RETURN(std::vector<std::string> names, env_->ListDir(dir_ + "/archives"));
+  std::vector<std::string> out;
+  for (const std::string& n : names) {
+    if (n.size() != 36 || n.compare(32, 4, ".sar") != 0) continue;
+    auto id = IdFromHex(n.substr(0, 32));
+    if (!id) continue;
+    bool named = std::any_of(entries_.begin(), entries_.end(), [&](const CatalogEntry& e) { return e.id() == *id; });
+    bool pending = std::any_of(pending_.begin(), pending_.end(), [&](const PendingOp& p) { return p.id == *id; });
+    if (!named && !pending) out.push_back(dir_ + "/archives/" + n);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 }  // namespace strata

@@ -3,13 +3,19 @@
 //
 //   REPO/strata-repository   marker and format version
 //   REPO/archives/ID.sar     one archive per backup
-//   REPO/catalog             every backup, oldest first, with an XXH3 trailer
-//   REPO/lock                flock'ed for the life of a Repository object
+//   REPO/catalog             every backup, oldest first, the operations in
+//                            progress, and an XXH3 trailer
+//   REPO/lock                locked for the life of a Repository object:
+//                            shared by readers, exclusive by writers
 //
-// Archives are written and renamed into place before the catalog names
-// them, and the catalog is replaced atomically, so an interrupted backup
-// leaves the repository exactly as before (at worst an unnamed *.partial.*
-// file, which Open removes).
+// All I/O goes through an Env. Every change is journaled in the catalog,
+// which is replaced atomically: a backup is recorded as pending before its
+// archive takes its final name and committed after; a removal is recorded
+// before any child is rewritten. Opening for writing completes or rolls
+// back what an interrupted process left: a pending backup's archive is
+// removed (it was never acknowledged), temporaries are removed, and a
+// pending removal is finished by CompletePending (jobs.h) before anything
+// else is written.
 //
 // A repository holds backups of any number of disks. Each backup's header
 // names its disk (a random id given at the disk's first backup, plus a
@@ -18,6 +24,7 @@
 #ifndef STRATA_ENGINE_BACKUP_REPOSITORY_H_
 #define STRATA_ENGINE_BACKUP_REPOSITORY_H_
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -46,15 +53,46 @@ struct DiskInfo {
   uint64_t newest_content_unix_ns = 0;
 };
 
+struct RepositoryOptions {
+  Env* env = nullptr;  // null: the local file system
+  // Readers (list, info, restore, verify) share the lock; a writer holds it
+  // alone. A read-only repository cannot be changed and cleans nothing up.
+  bool read_only = false;
+  // How long to wait for a conflicting holder of the lock (0: fail at once
+  // with kBusy).
+  std::chrono::milliseconds lock_wait{0};
+};
+
+// An operation in progress, journaled in the catalog.
+struct PendingOp {
+  enum class Kind { kBackup, kRemove };
+  Kind kind = Kind::kBackup;
+  ArchiveId id{};  // the backup being added, or the one being removed
+  bool operator==(const PendingOp&) const = default;
+};
+
 class Repository {
  public:
-  // Creates an empty repository; kAlreadyExists if DIR holds one.
-  static Status Init(const std::string& dir);
-  // Opens and locks (flock, exclusive) a repository.
-  static Result<std::unique_ptr<Repository>> Open(const std::string& dir);
+  // Creates an empty repository (under its lock); kAlreadyExists if DIR
+  // holds one.
+  static Status Init(const std::string& dir, Env* env = nullptr);
+  // Opens and locks a repository. Writers also remove leftovers: archives of
+  // pending backups (never acknowledged) and temporaries.
+  static Result<std::unique_ptr<Repository>> Open(const std::string& dir,
+                                                   const RepositoryOptions& options = {});
+  // For `strata repair`: locks (exclusively) without reading the catalog;
+  // LoadCatalog then says whether the catalog can be read.
+  static Result<std::unique_ptr<Repository>> OpenForRepair(const std::string& dir,
+                                                           const RepositoryOptions& options = {});
+  Status LoadCatalog();
   ~Repository();
 
   const std::string& dir() const { return dir_; }
+  Env* env() const { return env_; }
+  bool read_only() const { return read_only_; }
+  // What opening found and cleaned up, one line each.
+  const std::vector<std::string>& recovery_notes() const { return notes_; }
+  const std::vector<PendingOp>& pending() const { return pending_; }
   const std::vector<CatalogEntry>& entries() const { return entries_; }
   // "latest" (the backup whose content is newest: a synthetic full of an old
   // backup is as old as that backup), a full id, or a unique prefix of at
@@ -75,24 +113,42 @@ class Repository {
   // Backups whose parent is `id`.
   std::vector<const CatalogEntry*> Children(const ArchiveId& id) const;
 
-  // Adds a finished archive to the catalog (atomically).
+  // Journals `op` (atomically) before the operation touches any archive.
+  Status Begin(const PendingOp& op);
+  // Adds a finished archive to the catalog and ends its pending backup, in
+  // one atomic catalog update.
   Status Add(const CatalogEntry& e);
+  // Ends a pending backup that failed: its archive (if any) is removed.
+  Status Abandon(const ArchiveId& id);
   // Replaces the entry with e.id (atomically).
   Status Replace(const CatalogEntry& e);
-  // Removes an entry from the catalog and then its archive file.
+  // Removes an entry (and a pending removal of it) from the catalog, then
+  // its archive file.
   Status Remove(const ArchiveId& id);
+  // Replaces the whole catalog (strata repair); no operation stays pending.
+  Status Rewrite(std::vector<CatalogEntry> entries);
+
+  // Names in archives/ that look like archives (ID.sar) but no entry names.
+  Result<std::vector<std::string>> Orphans() const;
 
   static CatalogEntry EntryFor(const ArchiveReader& a);
 
  private:
   Repository() = default;
+  static Result<std::unique_ptr<Repository>> Lock(const std::string& dir, const RepositoryOptions& options);
   Status Load();
   Status LoadVersion1(const std::string& text, const std::string& path);
   Status Save() const;
+  Status CleanUp();
+  Status CheckWritable() const;
 
   std::string dir_;
-  int lock_fd_ = -1;
+  Env* env_ = nullptr;
+  bool read_only_ = false;
+  std::unique_ptr<FileLock> lock_;
   std::vector<CatalogEntry> entries_;
+  std::vector<PendingOp> pending_;
+  std::vector<std::string> notes_;
 };
 
 }  // namespace strata

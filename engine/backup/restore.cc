@@ -56,10 +56,36 @@ Result<RestoreStats> RunRestore(const std::vector<const ArchiveReader*>& chain,
   auto t0 = Clock::now();
   STRATA_ASSIGN_OR_RETURN(std::vector<Segment> segs, Resolve(chain));
   const uint64_t disk_size = chain[0]->header().disk_size;
+  // A new output is private (0600: it holds a whole disk) and never reached
+  // through a symbolic link; an output this restore created is removed
+  // again if the restore fails, so a failure never leaves a file that looks
+  // like a restored disk.
+  int ofd = ::open(output.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  bool created = ofd >= 0;
+  if (ofd < 0 && errno == EEXIST) ofd = ::open(output.c_str(), O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+  if (ofd < 0) {
+    if (errno == ELOOP) return Status::InvalidArgument(output + ": is a symbolic link (name the target itself)");
+    return Status::FromErrno(errno, output);
+  }
   struct stat st;
-  bool is_blk = ::stat(output.c_str(), &st) == 0 && S_ISBLK(st.st_mode);
-  STRATA_ASSIGN_OR_RETURN(std::unique_ptr<File> out,
-                          OpenPosixFile(output, is_blk ? OpenMode::kReadWrite : OpenMode::kCreate));
+  if (::fstat(ofd, &st) != 0) {
+    int err = errno;
+    ::close(ofd);
+    return Status::FromErrno(err, output);
+  }
+  if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+    ::close(ofd);
+    return Status::InvalidArgument(output + ": not a regular file or block device");
+  }
+  const bool is_blk = S_ISBLK(st.st_mode);
+  std::unique_ptr<File> out = AdoptPosixFile(output, ofd);
+  struct RemoveOnFailure {
+    const std::string& path;
+    bool armed;
+    ~RemoveOnFailure() {
+      if (armed) ::unlink(path.c_str());
+    }
+  } remove_on_failure{output, created};
   const int fd = out->fd();
   if (is_blk) {
     uint64_t dev_size = 0;
@@ -82,11 +108,12 @@ Result<RestoreStats> RunRestore(const std::vector<const ArchiveReader*>& chain,
   // which takes only unaligned heads and tails.
   std::unique_ptr<File> direct_out;
   if (opt.direct_io) {
-    auto d = OpenPosixFile(output, OpenMode::kReadWrite, /*direct=*/true);
-    if (d) {
-      direct_out = std::move(*d);
+    // The same inode as `out` (not the name again: it could have changed).
+    int dfd = ::open(("/proc/self/fd/" + std::to_string(fd)).c_str(), O_RDWR | O_DIRECT | O_CLOEXEC);
+    if (dfd >= 0) {
+      direct_out = AdoptPosixFile(output, dfd);
     } else {
-      stats.notice = "O_DIRECT unavailable: " + d.error().message();
+      stats.notice = "O_DIRECT unavailable: " + output + ": " + std::strerror(errno);
     }
   }
   // Group data segments by (archive, frame): each frame is read and
@@ -331,7 +358,10 @@ Result<RestoreStats> RunRestore(const std::vector<const ArchiveReader*>& chain,
   done.clear();
   while (q->outstanding() > 0 && q->Reap(&done).ok()) done.clear();  // before buffers go
   if (!error.ok()) return error;
-  if (Status st = out->Sync(); !st.ok() && !is_blk) return st;
+  // A failed fsync means written data may be lost, on a device as on a file.
+  STRATA_RETURN_IF_ERROR(out->Sync());
+  if (direct_out) STRATA_RETURN_IF_ERROR(direct_out->Sync());
+  remove_on_failure.armed = false;
   stats.used_direct = direct;
   stats.registered_buffers = q->uses_registered_buffers();
   if (stats.notice.empty()) stats.notice = q->notice();
