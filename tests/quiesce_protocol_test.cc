@@ -1,79 +1,24 @@
-// Unit tests for the qemu-ga protocol pieces: the JSON codec (malformed and
-// random input never crashes and errors name the byte offset) and the client
-// against a scripted fake agent (noise before the 0xFF delimiter, stale sync
-// replies, error replies, a silent agent).
+// Unit tests for the qemu-ga client against a scripted fake agent: noise
+// before the 0xFF delimiter, stale sync replies, error replies, a silent
+// agent, malformed replies (errors name the byte) and random replies (never
+// a crash).
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <mutex>
 #include <random>
 #include <thread>
 
-#include "engine/quiesce/json.h"
 #include "engine/quiesce/qga.h"
 #include "tests/test_util.h"
 
 namespace strata::quiesce {
 namespace {
 
-using internal::Json;
-using internal::JsonQuote;
-using internal::ParseJson;
 using namespace std::chrono_literals;
-
-TEST(QuiesceJson, ParsesAgentRepliesAndRoundTripsStrings) {
-  auto j = ParseJson(R"({"return": {"a": [1, -2.5e1, true, null, "x\"\u00e9\n"]}, "id": 7})", "t");
-  ASSERT_TRUE(j.has_value()) << j.error().ToString();
-  const Json* ret = j->Find("return");
-  ASSERT_NE(ret, nullptr);
-  const Json* a = ret->Find("a");
-  ASSERT_NE(a, nullptr);
-  ASSERT_EQ(a->array.size(), 5u);
-  EXPECT_EQ(a->array[1].number, -25);
-  EXPECT_TRUE(a->array[2].boolean);
-  EXPECT_EQ(a->array[3].type, Json::Type::kNull);
-  EXPECT_EQ(a->array[4].string, "x\"\xc3\xa9\n");
-  std::string odd = "tab\there \"q\" back\\slash \x01";
-  auto back = ParseJson(JsonQuote(odd), "t");
-  ASSERT_TRUE(back.has_value());
-  EXPECT_EQ(back->string, odd);
-}
-
-TEST(QuiesceJson, MalformedInputIsCorruptionWithOffset) {
-  struct Case {
-    const char* text;
-    const char* message;
-  } cases[] = {
-      {"{\"a\" 1}", "t: byte 5: expected ':'"},
-      {"[1, 2", "t: byte 5: unterminated array"},
-      {"\"abc", "t: byte 4: unterminated string"},
-      {"{} x", "t: byte 3: trailing characters after the value"},
-      {"\"\\q\"", "t: byte 3: bad escape '\\q'"},
-      {"", "t: byte 0: unexpected end of input"},
-  };
-  for (const auto& c : cases) {
-    auto j = ParseJson(c.text, "t");
-    ASSERT_FALSE(j.has_value()) << c.text;
-    EXPECT_EQ(j.error().code(), StatusCode::kCorruption);
-    EXPECT_EQ(j.error().message(), c.message) << c.text;
-  }
-  std::string deep(100, '[');
-  EXPECT_FALSE(ParseJson(deep, "t").has_value());
-  // Random bytes and random mutations of a valid reply never crash.
-  uint64_t seed = strata::testing::TestSeed();
-  SCOPED_TRACE("STRATA_SEED=" + std::to_string(seed));
-  std::mt19937_64 rng(seed);
-  std::string valid = R"({"return": [{"name": "a", "v": 1.5}, "s\u0041", true]})";
-  for (int i = 0; i < 20000; ++i) {
-    std::string s = valid;
-    int flips = 1 + static_cast<int>(rng() % 4);
-    for (int k = 0; k < flips; ++k) s[rng() % s.size()] = static_cast<char>(rng());
-    if (rng() % 3 == 0) s.resize(rng() % s.size());
-    (void)ParseJson(s, "fuzz");
-  }
-}
 
 // A fake agent on a unix socket that answers with a script.
 class FakeAgent {
@@ -173,7 +118,7 @@ TEST(QuiesceQgaClient, MalformedSilentAndMissingAgentsAreErrors) {
     auto c = QgaClient::Connect(garbage.path(), 2s);
     ASSERT_FALSE(c.has_value());
     EXPECT_EQ(c.error().code(), StatusCode::kCorruption);
-    EXPECT_NE(c.error().message().find("guest-sync-delimited reply: byte 11"), std::string::npos)
+    EXPECT_NE(c.error().message().find("guest-sync-delimited reply: byte 12"), std::string::npos)
         << c.error().message();
   }
   {
@@ -205,6 +150,85 @@ TEST(QuiesceQgaClient, MalformedSilentAndMissingAgentsAreErrors) {
   ASSERT_FALSE(c.has_value());
   EXPECT_NE(c.error().message().find("nobody.sock: connect to qemu-ga"), std::string::npos)
       << c.error().message();
+}
+
+TEST(QuiesceQgaClient, MalformedRepliesNameTheByteAndNonUtf8IsRefused) {
+  std::string reply;
+  FakeAgent agent([&](const std::string& line, const std::string&) -> std::string {
+    if (line.find("sync") != std::string::npos) return "\xff{\"return\": $ID}\n";
+    return reply;
+  });
+  struct Case {
+    const char* reply;
+    const char* message;
+  } cases[] = {
+      {"{\"return\" 1}\n", "guest-fsfreeze-status reply: byte 11: parse error"},
+      {"[1, 2\n", "guest-fsfreeze-status reply: byte 6: parse error"},
+      {"\"abc\n", "guest-fsfreeze-status reply: byte 5: parse error"},
+      {"{} x\n", "guest-fsfreeze-status reply: byte 4: parse error"},
+      {"[]\n", "guest-fsfreeze-status reply is not an object"},
+      {"{\"id\": 3}\n", "guest-fsfreeze-status reply has no 'return'"},
+      {"{\"return\": 3}\n", "guest-fsfreeze-status returned 3, not a string"},
+  };
+  for (const auto& c : cases) {
+    reply = c.reply;
+    auto client = QgaClient::Connect(agent.path(), 2s);
+    ASSERT_TRUE(client.has_value()) << client.error().ToString();
+    auto s = (*client)->FreezeStatus();
+    ASSERT_FALSE(s.has_value()) << c.reply;
+    EXPECT_NE(s.error().message().find(agent.path() + ": " + c.message), std::string::npos)
+        << s.error().message();
+  }
+  reply = "{\"return\": 1.5}\n";
+  auto client = QgaClient::Connect(agent.path(), 2s);
+  ASSERT_TRUE(client.has_value());
+  auto n = (*client)->FreezeList({"/a"});
+  ASSERT_FALSE(n.has_value());
+  EXPECT_EQ(n.error().code(), StatusCode::kCorruption);
+  EXPECT_NE(n.error().message().find("returned 1.5, not an integer"), std::string::npos)
+      << n.error().message();
+  // A mount point JSON cannot carry is refused before anything is sent.
+  size_t sent = agent.requests.size();
+  n = (*client)->FreezeList({"/a", "/b\xff"});
+  ASSERT_FALSE(n.has_value());
+  EXPECT_EQ(n.error().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(n.error().message().find("not valid UTF-8"), std::string::npos) << n.error().message();
+  EXPECT_EQ(agent.requests.size(), sent);
+}
+
+// Random mutations of valid replies: the client returns a value or a Status,
+// never crashes (run under ASan+UBSan with the unit label).
+TEST(QuiesceQgaClient, RandomRepliesNeverCrash) {
+  uint64_t seed = strata::testing::TestSeed();
+  SCOPED_TRACE("STRATA_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  std::mutex mu;
+  std::string reply;
+  FakeAgent agent([&](const std::string& line, const std::string&) -> std::string {
+    if (line.find("sync") != std::string::npos) return "\xff{\"return\": $ID}\n";
+    std::lock_guard<std::mutex> lock(mu);
+    return reply;
+  });
+  const std::string valids[] = {
+      "{\"return\": \"frozen\"}", "{\"return\": 2}",
+      "{\"error\": {\"class\": \"GenericError\", \"desc\": \"x\\u00e9\"}}",
+      "{\"return\": {\"a\": [1, -2.5e1, true, null, \"s\"]}}"};
+  int errors = 0;
+  for (int i = 0; i < 1500; ++i) {
+    std::string s = valids[rng() % 4];
+    int flips = 1 + static_cast<int>(rng() % 4);
+    for (int k = 0; k < flips; ++k) s[rng() % s.size()] = static_cast<char>(rng());
+    if (rng() % 3 == 0) s.resize(rng() % s.size());
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      reply = s + "\n";
+    }
+    auto c = QgaClient::Connect(agent.path(), 500ms);
+    ASSERT_TRUE(c.has_value()) << c.error().ToString();
+    auto st = (*c)->FreezeStatus();
+    if (!st.has_value()) ++errors;
+  }
+  EXPECT_GT(errors, 0);
 }
 
 }  // namespace
