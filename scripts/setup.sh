@@ -8,7 +8,7 @@ PACKAGES=(
   build-essential cmake pkg-config git
   liburing-dev libxxhash-dev libroaring-dev libzstd-dev zlib1g-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev
-  nlohmann-json3-dev
+  nlohmann-json3-dev libmount-dev
   qemu-utils libnbd-bin zstd xxhash
   e2fsprogs xfsprogs util-linux qemu-guest-agent
 )

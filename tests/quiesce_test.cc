@@ -358,16 +358,27 @@ TEST(QuiesceResolve, ParseMountInfoEscapesOptionalFieldsAndErrors) {
   EXPECT_EQ((*m)[0].fs_type, "ext3");
   EXPECT_EQ((*m)[0].source, "/dev/root");
   EXPECT_EQ((*m)[1].fs_type, "proc");
-  auto bad = ParseMountInfo("1 2 3:4 / /a rw\n1 2 3:4 / /b rw - ext4 /dev/x rw\n", "mi");
+  auto bad = ParseMountInfo("1 2 3:4 / /b rw - ext4 /dev/x rw\n1 2 3:4 / /a rw\n", "mi");
   ASSERT_FALSE(bad.has_value());
-  EXPECT_EQ(bad.error().message(), "mi: line 1: missing ' - ' separator");
-  bad = ParseMountInfo("1 2 3:4 / /b rw - ext4 /dev/x\n9 2 3x4 / /b rw - ext4 /dev/x rw\n", "mi");
+  EXPECT_EQ(bad.error().code(), StatusCode::kCorruption);
+  EXPECT_EQ(bad.error().message(), "mi: line 2: not a mountinfo line (libmount cannot parse it)");
+  bad = ParseMountInfo("1 2 3:4 / /b rw - ext4 /dev/x rw\n9 2 3x4 / /b rw - ext4 /dev/x rw\n", "mi");
   ASSERT_FALSE(bad.has_value());
-  EXPECT_EQ(bad.error().message(), "mi: line 2: bad major:minor '3x4'");
-  // Real system mountinfo parses.
+  EXPECT_EQ(bad.error().message(), "mi: line 2: not a mountinfo line (libmount cannot parse it)");
+  bad = ParseMountInfo("1 2 3:4 / relative rw - ext4 /dev/x rw\n", "mi");
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().message(), "mi: mount id 1: mount point 'relative' is not absolute");
+  EXPECT_TRUE(ParseMountInfo("", "mi").has_value());
+  // Real system mountinfo parses, from text and from the file.
   std::ifstream real("/proc/self/mountinfo");
   std::string text((std::istreambuf_iterator<char>(real)), {});
   EXPECT_TRUE(ParseMountInfo(text, "/proc/self/mountinfo").has_value());
+  auto from_file = ReadMountInfo("/proc/self/mountinfo");
+  ASSERT_TRUE(from_file.has_value()) << from_file.error().ToString();
+  EXPECT_FALSE(from_file->empty());
+  auto missing = ReadMountInfo("/nonexistent/mountinfo");
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_NE(missing.error().message().find("/nonexistent/mountinfo"), std::string::npos);
   // Mutated mountinfo text never crashes; it parses or fails with a line.
   uint64_t seed = strata::testing::TestSeed();
   SCOPED_TRACE("STRATA_SEED=" + std::to_string(seed));
@@ -377,7 +388,7 @@ TEST(QuiesceResolve, ParseMountInfoEscapesOptionalFieldsAndErrors) {
     for (int k = 0; k < 3; ++k) m[rng() % m.size()] = static_cast<char>(rng() % 128);
     auto r = ParseMountInfo(m, "fuzz");
     if (!r.has_value()) {
-      EXPECT_EQ(r.error().message().rfind("fuzz: line ", 0), 0u) << r.error().message();
+      EXPECT_EQ(r.error().message().rfind("fuzz: ", 0), 0u) << r.error().message();
     }
   }
   EXPECT_TRUE(PathWithin("/a/b", "/a"));

@@ -76,9 +76,7 @@ Result<HandleId> Coordinator::Freeze(const FreezeRequest& request) {
   STRATA_ASSIGN_OR_RETURN(Resolution res, Resolve(request.targets));
 
   // Safety: never freeze what we must write to, nor outside confine_to.
-  std::ifstream mi(options_.mountinfo_path);
-  std::string text((std::istreambuf_iterator<char>(mi)), {});
-  STRATA_ASSIGN_OR_RETURN(auto mounts, ParseMountInfo(text, options_.mountinfo_path));
+  STRATA_ASSIGN_OR_RETURN(auto mounts, ReadMountInfo(options_.mountinfo_path));
   std::map<std::string, std::string> refused;  // fs key -> reason
   if (!request.force) {
     auto root = FilesystemOfPath("/", mounts);
