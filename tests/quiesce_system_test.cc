@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -555,6 +556,31 @@ TEST_F(QuiesceCli, DaemonKillRecoveryAndSigtermThaw) {
   EXPECT_TRUE(w2.Wait(20s)) << "SIGTERM did not thaw";
   st = Strata("status");
   EXPECT_NE(st.out.find("no quiesce daemon running"), std::string::npos) << st.out;
+}
+
+// The daemon is forked from the client that spawned it: it must keep none of
+// the client's descriptors, above all spawn.lock (its flock would live as
+// long as the daemon and block every later spawn).
+TEST_F(QuiesceCli, DaemonKeepsNoDescriptorOfItsSpawningClient) {
+  auto f = Strata("freeze --deadline 30 " + Confined() + ShellQuote(lm_->mnt()));
+  ASSERT_EQ(f.exit_code, 0) << f.err;
+  auto st = Strata("status --json");
+  size_t p = st.out.find("\"pid\": ");
+  ASSERT_NE(p, std::string::npos) << st.out;
+  pid_t pid = std::atoi(st.out.c_str() + p + 7);
+  ASSERT_GT(pid, 1);
+  std::string fds;
+  for (const auto& e : fs::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) {
+    std::error_code ec;
+    fds += e.path().filename().string() + " -> " + fs::read_symlink(e.path(), ec).string() + "\n";
+  }
+  EXPECT_EQ(fds.find("spawn.lock"), std::string::npos) << fds;
+  int lock = ::open((state_ + "/spawn.lock").c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(lock, 0);
+  EXPECT_EQ(::flock(lock, LOCK_EX | LOCK_NB), 0) << "the daemon still holds spawn.lock";
+  ::close(lock);
+  EXPECT_NE(fds.find("daemon.lock"), std::string::npos) << fds;
+  ASSERT_EQ(Strata("thaw 1").exit_code, 0);
 }
 
 // SIGINT to `strata freeze --exec` (no daemon) thaws before dying.

@@ -3,9 +3,13 @@
 // target resolution over a fake sysfs tree, and a random model check.
 #include "engine/quiesce/quiesce.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -14,6 +18,7 @@
 #include <thread>
 
 #include "engine/quiesce/hooks.h"
+#include "engine/quiesce/process.h"
 #include "engine/quiesce/resolve.h"
 #include "tests/test_util.h"
 
@@ -540,6 +545,101 @@ TEST(QuiesceCoordinator, RandomSequencesMatchNaiveCountModel) {
       ASSERT_EQ(f->state->frozen[m], model.count(m) > 0) << m << " step " << step;
     }
   }
+}
+
+// ---- child processes: own process group, only stdio inherited ---------------
+
+// Waits up to 10 s for `pid` (an orphan re-parented to us, the subreaper)
+// and returns its wait status, or -1 if it is still running (then kills it).
+int ReapOrphan(pid_t pid) {
+  for (int i = 0; i < 1000; ++i) {
+    int st = 0;
+    pid_t r = ::waitpid(pid, &st, WNOHANG);
+    if (r == pid) return st;
+    std::this_thread::sleep_for(10ms);
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  return -1;
+}
+
+// A script that starts a sleeping grandchild, records its pid, then sleeps
+// itself: the timeout must kill both.
+std::string ForkingSleeper(const std::string& pidfile) {
+  return "sleep 300 & echo $! > '" + pidfile + "'; exec sleep 300";
+}
+
+TEST(QuiesceProcess, HookTimeoutKillsItsSleepingGrandchild) {
+  // Orphans re-parent to this process, so we can see how they died.
+  ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+  auto f = MakeFixture();
+  TempDir t;
+  std::string hooks = t.File("hooks"), pidfile = t.File("grandchild.pid");
+  fs::create_directories(hooks);
+  WriteText(hooks + "/10-forks", "#!/bin/sh\n" + ForkingSleeper(pidfile) + "\n");
+  ::chmod((hooks + "/10-forks").c_str(), 0755);
+  FreezeRequest r;
+  r.targets = {"vda"};
+  r.hook_dir = hooks;
+  r.hook_timeout = 300ms;
+  auto h = f->c->Freeze(r);
+  ASSERT_FALSE(h.has_value());
+  EXPECT_NE(h.error().message().find("timed out after 300 ms (its process group was killed)"),
+            std::string::npos)
+      << h.error().message();
+  pid_t grandchild = std::atoi(ReadText(pidfile).c_str());
+  ASSERT_GT(grandchild, 1);
+  int st = ReapOrphan(grandchild);
+  ASSERT_NE(st, -1) << "the hook's grandchild " << grandchild << " outlived the timeout";
+  EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) << st;
+  EXPECT_TRUE(f->state->log.empty());
+}
+
+TEST(QuiesceProcess, ExecTimeoutKillsItsSleepingGrandchild) {
+  ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+  auto f = MakeFixture();
+  TempDir t;
+  std::string pidfile = t.File("grandchild.pid");
+  QuiesceRequest q;
+  q.targets = {"vda"};
+  q.exec_command = ForkingSleeper(pidfile);
+  q.exec_timeout = 300ms;
+  auto r = RunQuiesced(*f->c, q, nullptr);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_NE(r.error().message().find("timed out"), std::string::npos) << r.error().message();
+  pid_t grandchild = std::atoi(ReadText(pidfile).c_str());
+  ASSERT_GT(grandchild, 1);
+  int st = ReapOrphan(grandchild);
+  ASSERT_NE(st, -1) << "the --exec command's grandchild outlived the timeout";
+  EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) << st;
+  EXPECT_FALSE(f->state->frozen["/fake/a"]);
+}
+
+TEST(QuiesceProcess, ChildrenInheritOnlyStdioAndGetTheirOwnGroup) {
+  TempDir t;
+  std::string marker = t.File("not-for-children");
+  WriteText(marker, "x");
+  int leaky = ::open(marker.c_str(), O_RDONLY);  // deliberately without O_CLOEXEC
+  ASSERT_GE(leaky, 0);
+  std::string out = t.File("fds");
+  auto rc = internal::RunProcess(
+      {"/bin/sh", "-c",
+       "ls -l /proc/$$/fd > '" + out + "' 2>&1; ps -o pgid= -p $$ >> '" + out +
+           "'; echo pid $$ >> '" + out + "'"},
+      10s);
+  ::close(leaky);
+  ASSERT_TRUE(rc.has_value()) << rc.error().ToString();
+  EXPECT_EQ(*rc, 0);
+  std::string fds = ReadText(out);
+  EXPECT_EQ(fds.find(marker), std::string::npos) << "a descriptor leaked into the child:\n" << fds;
+  EXPECT_NE(fds.find("0 -> /dev/null"), std::string::npos) << fds;
+  // The shell leads its own process group: its pgid is its pid.
+  size_t p = fds.find("pid ");
+  ASSERT_NE(p, std::string::npos);
+  std::string pid = fds.substr(p + 4, fds.find('\n', p) - p - 4);
+  bool leads = fds.find(" " + pid + "\npid") != std::string::npos ||
+               fds.find("\n" + pid + "\npid") != std::string::npos;
+  EXPECT_TRUE(leads) << fds;
 }
 
 }  // namespace

@@ -333,7 +333,9 @@ Result<QuiescedResult> RunQuiesced(Coordinator& coordinator, const QuiesceReques
   Status work = inside ? inside() : Status::Ok();
   if (work.ok() && !request.exec_command.empty()) {
     auto rc = internal::RunProcess({"/bin/sh", "-c", request.exec_command},
-                                   request.deadline + std::chrono::minutes(5));
+                                   request.exec_timeout.count() > 0
+                                       ? request.exec_timeout
+                                       : request.deadline + std::chrono::minutes(5));
     if (!rc.has_value()) {
       work = rc.error().WithContext("--exec");
     } else {

@@ -202,6 +202,9 @@ struct QuiesceRequest {
   // Run with /bin/sh -c inside the window after `inside` (e.g. a storage
   // snapshot); non-zero exit fails the whole call. Empty: none.
   std::string exec_command;
+  // After this long the exec command's process group is killed and the call
+  // fails; zero means deadline + 5 minutes.
+  std::chrono::milliseconds exec_timeout{0};
   bool force = false;
   std::string confine_to;  // see FreezeRequest::confine_to
 };

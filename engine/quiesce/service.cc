@@ -27,6 +27,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "engine/quiesce/process.h"
 #include "engine/quiesce/qga.h"
 
 namespace strata::quiesce {
@@ -277,15 +278,24 @@ class Daemon {
 // Runs in the forked child. Never returns.
 [[noreturn]] void DaemonMain(const ServiceConfig& cfg, int lock_fd, int ready_fd) {
   ::setsid();
-  int null = ::open("/dev/null", O_RDWR);
+  // Keep only what the daemon needs: the client's other descriptors (its
+  // spawn.lock above all, whose flock would otherwise live as long as the
+  // daemon) must not be inherited.
+  int keep[] = {lock_fd, ready_fd};
+  internal::CloseDescriptorsExcept(keep, 2);
+  int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
   if (null >= 0) {
     ::dup2(null, 0);
     ::dup2(null, 1);
+    ::close(null);
   }
   int log = ::open((cfg.state_dir + "/daemon.log").c_str(),
                    O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  if (log >= 0) ::dup2(log, 2);
-  (void)lock_fd;  // held (flock) until we exit
+  if (log >= 0) {
+    ::dup2(log, 2);
+    ::close(log);
+  }
+  (void)lock_fd;  // held (flock) until we exit; O_CLOEXEC, so hooks never get it
 
   std::string path = SockPath(cfg.state_dir);
   ::unlink(path.c_str());
