@@ -266,6 +266,7 @@ TEST(QuiesceRealFsMisc, RunQuiescedWithFailingHookLeavesFsWritable) {
   Coordinator c(MakeFifreezeBackend(), lm.ConfinedOptions());
   std::string hooks = lm.dir() + "/hooks";
   fs::create_directories(hooks);
+  ::chmod(hooks.c_str(), 0755);  // whatever the umask: hooks must not be group-writable
   {
     std::ofstream(hooks + "/10-ok") << "#!/bin/sh\necho \"ok $1\" >> " << lm.dir() << "/hooklog\n";
     std::ofstream(hooks + "/20-fail") << "#!/bin/sh\n[ \"$1\" = freeze ] && exit 1\nexit 0\n";

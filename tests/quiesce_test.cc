@@ -420,6 +420,7 @@ TEST(QuiesceHooks, OrderRollbackAndQemuIgnoreRules) {
   TempDir t;
   std::string hooks = t.File("hooks"), log = t.File("log");
   fs::create_directories(hooks);
+  ::chmod(hooks.c_str(), 0755);  // whatever the umask: hooks must not be group-writable
   WriteHook(hooks + "/10-db", log);
   WriteHook(hooks + "/20-app", log);
   WriteHook(hooks + "/30-cache", log);
@@ -462,6 +463,57 @@ TEST(QuiesceHooks, OrderRollbackAndQemuIgnoreRules) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
   EXPECT_NE(h.error().message().find("timed out"), std::string::npos) << h.error().message();
   EXPECT_EQ(ReadText(log), "10-db freeze\n20-app freeze\n10-db thaw\n");
+}
+
+TEST(QuiesceHooks, RefusesHooksOthersCouldChange) {
+  auto f = MakeFixture();
+  TempDir t;
+  std::string hooks = t.File("hooks"), log = t.File("log");
+  fs::create_directories(hooks);
+  ::chmod(hooks.c_str(), 0755);  // whatever the umask: hooks must not be group-writable
+  ::chmod(hooks.c_str(), 0755);
+  WriteHook(hooks + "/10-db", log);
+  WriteHook(hooks + "/20-app", log);
+  ASSERT_TRUE(ListHooks(hooks).has_value());
+  FreezeRequest r;
+  r.targets = {"vda"};
+  r.hook_dir = hooks;
+  auto expect_refused = [&](const std::string& message) {
+    auto listed = ListHooks(hooks);
+    ASSERT_FALSE(listed.has_value()) << message;
+    EXPECT_EQ(listed.error().code(), StatusCode::kInvalidArgument);
+    EXPECT_EQ(listed.error().message(), message);
+    auto h = f->c->Freeze(r);
+    ASSERT_FALSE(h.has_value());
+    EXPECT_EQ(h.error().message(), message);
+    EXPECT_EQ(ReadText(log), "") << "a hook ran";
+    EXPECT_TRUE(f->state->log.empty());
+  };
+  ::chmod((hooks + "/20-app").c_str(), 0775);
+  expect_refused("hook " + hooks + "/20-app: writable by group (mode 0775); refusing to run "
+                 "hooks from it (chmod go-w)");
+  ::chmod((hooks + "/20-app").c_str(), 0757);
+  expect_refused("hook " + hooks + "/20-app: writable by others (mode 0757); refusing to run "
+                 "hooks from it (chmod go-w)");
+  ::chmod((hooks + "/20-app").c_str(), 0755);
+  ::chmod(hooks.c_str(), 0777);
+  expect_refused("hook directory " + hooks + ": writable by others (mode 0777); refusing to run "
+                 "hooks from it (chmod go-w)");
+  ::chmod(hooks.c_str(), 0755);
+  // A file we would not run is not checked: a writable backup file is fine.
+  WriteHook(hooks + "/30-old.bak", log);
+  ::chmod((hooks + "/30-old.bak").c_str(), 0777);
+  EXPECT_TRUE(ListHooks(hooks).has_value());
+  if (::geteuid() != 0) GTEST_SKIP() << "ownership checks need root (chown)";
+  ASSERT_EQ(::chown((hooks + "/10-db").c_str(), 1000, 0), 0);
+  expect_refused("hook " + hooks + "/10-db: owned by uid 1000, not root; refusing to run hooks "
+                 "from it");
+  ASSERT_EQ(::chown((hooks + "/10-db").c_str(), 0, 0), 0);
+  ASSERT_EQ(::chown(hooks.c_str(), 1000, 0), 0);
+  expect_refused("hook directory " + hooks + ": owned by uid 1000, not root; refusing to run "
+                 "hooks from it");
+  ASSERT_EQ(::chown(hooks.c_str(), 0, 0), 0);
+  EXPECT_TRUE(ListHooks(hooks).has_value());
 }
 
 TEST(QuiesceRunQuiesced, InsideRunsFrozenExecRunsAndExpiryIsReported) {
@@ -576,6 +628,7 @@ TEST(QuiesceProcess, HookTimeoutKillsItsSleepingGrandchild) {
   TempDir t;
   std::string hooks = t.File("hooks"), pidfile = t.File("grandchild.pid");
   fs::create_directories(hooks);
+  ::chmod(hooks.c_str(), 0755);  // whatever the umask: hooks must not be group-writable
   WriteText(hooks + "/10-forks", "#!/bin/sh\n" + ForkingSleeper(pidfile) + "\n");
   ::chmod((hooks + "/10-forks").c_str(), 0755);
   FreezeRequest r;
