@@ -140,7 +140,7 @@ TEST(QuiesceQgaClient, MalformedSilentAndMissingAgentsAreErrors) {
     Filesystem a, bb;
     a.mount_point = "/a";
     bb.mount_point = "/b";
-    Status s = b->Freeze({a, bb});
+    Status s = b->Freeze({a, bb}, Clock::time_point::max());
     EXPECT_FALSE(s.ok());
     EXPECT_NE(s.message().find("froze 1 of 2"), std::string::npos) << s.message();
     EXPECT_NE(partial.requests.back().find("guest-fsfreeze-thaw"), std::string::npos);

@@ -537,7 +537,7 @@ TEST_F(QuiesceCli, DaemonKillRecoveryAndSigtermThaw) {
   std::this_thread::sleep_for(300ms);
   EXPECT_FALSE(w.Done()) << "SIGKILL of the daemon thawed (it cannot)";
   st = Strata("status");
-  EXPECT_NE(st.out.find("LEFT FROZEN by a killed daemon: " + lm_->mnt()), std::string::npos)
+  EXPECT_NE(st.out.find("LEFT FROZEN by a killed process: " + lm_->mnt()), std::string::npos)
       << st.out;
   auto all = Strata("thaw --all --json");
   ASSERT_EQ(all.exit_code, 0) << all.err;

@@ -471,7 +471,6 @@ TEST(QuiesceHooks, RefusesHooksOthersCouldChange) {
   std::string hooks = t.File("hooks"), log = t.File("log");
   fs::create_directories(hooks);
   ::chmod(hooks.c_str(), 0755);  // whatever the umask: hooks must not be group-writable
-  ::chmod(hooks.c_str(), 0755);
   WriteHook(hooks + "/10-db", log);
   WriteHook(hooks + "/20-app", log);
   ASSERT_TRUE(ListHooks(hooks).has_value());
@@ -499,7 +498,6 @@ TEST(QuiesceHooks, RefusesHooksOthersCouldChange) {
   ::chmod(hooks.c_str(), 0777);
   expect_refused("hook directory " + hooks + ": writable by others (mode 0777); refusing to run "
                  "hooks from it (chmod go-w)");
-  ::chmod(hooks.c_str(), 0755);
   // A file we would not run is not checked: a writable backup file is fine.
   WriteHook(hooks + "/30-old.bak", log);
   ::chmod((hooks + "/30-old.bak").c_str(), 0777);

@@ -297,29 +297,25 @@ class QgaBackend : public Backend {
  public:
   QgaBackend(std::string path, milliseconds timeout) : path_(std::move(path)), timeout_(timeout) {}
   std::string Name() const override { return "qga"; }
+  std::string RecoveryTarget() const override { return path_; }
+  bool CanThawPart() const override { return false; }
 
-  Status Freeze(const std::vector<Filesystem>& fss) override {
+  Status Freeze(const std::vector<Filesystem>& fss, Clock::time_point deadline) override {
     std::lock_guard<std::mutex> lock(mu_);
     if (!held_.empty()) {
       return Status::Unsupported(path_ + ": qemu-ga holds one frozen set at a time (" +
                                  std::to_string(held_.size()) +
                                  " filesystems frozen); thaw the other handle first");
     }
-    return FreezeSet(fss, Clock::time_point::max());
+    return FreezeSet(fss, deadline);
   }
 
-  Status Thaw(const std::vector<Filesystem>& fss) override {
+  // The agent thaws everything it froze, whatever `fss` names.
+  Status Thaw(const std::vector<Filesystem>& /*fss*/) override {
     std::lock_guard<std::mutex> lock(mu_);
-    std::vector<Filesystem> rest;
-    for (const auto& f : held_) {
-      bool gone = false;
-      for (const auto& g : fss) gone = gone || g.mount_point == f.mount_point;
-      if (!gone) rest.push_back(f);
-    }
-    held_.clear();
-    STRATA_ASSIGN_OR_RETURN(int64_t n, QgaClient::SyncAndThaw(path_, timeout_));
-    (void)n;
-    if (!rest.empty()) return FreezeSet(rest, Clock::time_point::max());
+    held_.clear();  // confirmed or not, the thaw was sent
+    auto n = QgaClient::SyncAndThaw(path_, timeout_);
+    if (!n.has_value()) return n.error();
     return Status::Ok();
   }
 
