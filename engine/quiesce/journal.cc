@@ -218,8 +218,12 @@ Result<JournalContents> ParseJournal(std::string_view text, const std::string& n
     std::string problem;
     std::string_view body;
     uint64_t sum = 0;
-    if (line.size() < 18 || line[16] != ' ' ||
-        std::from_chars(line.data(), line.data() + 16, sum, 16).ptr != line.data() + 16) {
+    // Exactly 16 lowercase hex digits: "A" for "a" must not pass.
+    bool hex = line.size() >= 18 && line[16] == ' ';
+    for (size_t i = 0; hex && i < 16; ++i) {
+      hex = (line[i] >= '0' && line[i] <= '9') || (line[i] >= 'a' && line[i] <= 'f');
+    }
+    if (!hex || std::from_chars(line.data(), line.data() + 16, sum, 16).ptr != line.data() + 16) {
       problem = "no checksum";
     } else {
       body = line.substr(17);
