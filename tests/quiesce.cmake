@@ -7,3 +7,8 @@ strata_test(quiesce_system_test SOURCES quiesce_system_test.cc LINKS strata_quie
   LOCK fsfreeze)
 add_dependencies(quiesce_system_test strata)
 strata_test(quiesce_protocol_test SOURCES quiesce_protocol_test.cc LINKS strata_quiesce)
+# Issue 17 on real filesystems: SIGKILL recovery, device checks, descriptors
+# kept from freeze to thaw, counted hooks. Same lock: it freezes too.
+strata_test(quiesce_recovery_test SOURCES quiesce_recovery_test.cc LINKS strata_quiesce
+  LABEL system LOCK fsfreeze)
+add_dependencies(quiesce_recovery_test strata)

@@ -154,6 +154,12 @@ Result<std::string> ReadLine(int fd, milliseconds timeout) {
     char tmp[4096];
     ssize_t n = ::recv(fd, tmp, sizeof tmp, 0);
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == ECONNRESET) {
+      // A daemon that decided to exit closed its socket with our connection
+      // still unaccepted: it never read the request, so callers may spawn a
+      // new daemon and send it again.
+      return Status::NotFound("no quiesce daemon is running (it exited before reading the request)");
+    }
     if (n < 0) return Status::FromErrno(errno, "quiesce daemon: recv");
     if (n == 0) return Status(StatusCode::kIoError, "quiesce daemon closed the connection");
     buf.append(tmp, static_cast<size_t>(n));
