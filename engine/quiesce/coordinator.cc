@@ -189,6 +189,10 @@ Result<HandleId> Coordinator::Freeze(const FreezeRequest& request) {
   // reverse mount order (a filesystem mounted later may live on a loop file
   // of an earlier one, which must still accept its writes).
   std::vector<Filesystem> fresh;
+  // A backend that thaws all or nothing must see no other call in flight:
+  // a thaw elsewhere would thaw what this call freezes (see Release).
+  std::unique_lock<std::mutex> exclusive;
+  if (!backend_->CanThawPart()) exclusive = std::unique_lock<std::mutex>(backend_mu_);
   {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [&] {
@@ -235,6 +239,7 @@ Result<HandleId> Coordinator::Freeze(const FreezeRequest& request) {
     }
   }
   cv_.notify_all();  // waiters on busy flags, and the watchdog (new deadline)
+  if (exclusive.owns_lock()) exclusive.unlock();
   if (!s.ok()) {
     Status r = Release(res.filesystems, hooks, request.hook_timeout, nullptr);
     if (!r.ok()) return s.WithContext("(release also failed: " + r.message() + ")");
@@ -289,6 +294,11 @@ Status Coordinator::Release(const std::vector<Filesystem>& fss,
   // frozen again and its holders are told their window had a gap.
   std::vector<Filesystem> to_thaw, refreeze;
   Clock::time_point refreeze_deadline = Clock::time_point::max();
+  // All-or-nothing backends: no other filesystem call may be in flight, so
+  // that "the rest" below is everything the backend holds (every busy flag
+  // on a filesystem is set and cleared under backend_mu_ for them).
+  std::unique_lock<std::mutex> exclusive;
+  if (!backend_->CanThawPart()) exclusive = std::unique_lock<std::mutex>(backend_mu_);
   {
     std::unique_lock<std::mutex> lock(mu_);
     cv_.wait(lock, [&] {
@@ -379,6 +389,7 @@ Status Coordinator::Release(const std::vector<Filesystem>& fss,
     }
     cv_.notify_all();
   }
+  if (exclusive.owns_lock()) exclusive.unlock();
 
   // 2. Hooks whose count reaches zero run "thaw", after the filesystems.
   std::vector<std::string> thaw_hooks;

@@ -257,6 +257,8 @@ class Coordinator {
   std::unique_ptr<FreezeJournal> journal_;  // when options_.journal_dir is set
   mutable std::mutex mu_;
   std::condition_variable cv_;
+  // Held across reservation and backend call when !backend_->CanThawPart().
+  std::mutex backend_mu_;
   bool stopping_ = false;
   int active_ = 0;  // operations running outside mu_ (see Activity)
   HandleId next_id_ = 1;
