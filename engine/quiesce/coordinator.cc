@@ -213,8 +213,9 @@ Result<HandleId> Coordinator::Freeze(const FreezeRequest& request) {
     }
   }
   // I/O is blocked from the start of FIFREEZE (writes stop before the
-  // filesystem syncs), so the window is measured from here; the backend
-  // must be done by the handle's deadline.
+  // filesystem syncs), so the window is measured from here, just before the
+  // journal write and the backend freeze; the backend must be done by the
+  // handle's deadline.
   Clock::time_point start = Clock::now();
   Clock::time_point deadline = start + request.deadline;
   s = FreezeFilesystems(fresh, deadline);
