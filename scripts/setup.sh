@@ -5,7 +5,7 @@
 set -euo pipefail
 
 PACKAGES=(
-  build-essential cmake pkg-config git
+  build-essential cmake pkg-config git libmount-dev
   liburing-dev libxxhash-dev libroaring-dev libzstd-dev zlib1g-dev
   libgtest-dev libgmock-dev googletest libbenchmark-dev nlohmann-json3-dev
   qemu-utils libnbd-bin zstd xxhash

@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,6 +25,7 @@
 
 #include "engine/quiesce/qga.h"
 #include "engine/quiesce/quiesce.h"
+#include "tests/quiesce_loop_mount.h"
 #include "tests/test_util.h"
 
 namespace strata::quiesce {
@@ -34,136 +36,6 @@ using strata::testing::RunCommand;
 using strata::testing::ShellQuote;
 using strata::testing::TempDir;
 using namespace std::chrono_literals;
-
-std::string RealPath(const std::string& p) {
-  char buf[PATH_MAX];
-  return ::realpath(p.c_str(), buf) ? std::string(buf) : p;
-}
-
-std::string ReadText(const std::string& path) {
-  std::ifstream f(path);
-  return std::string((std::istreambuf_iterator<char>(f)), {});
-}
-
-// Why real-filesystem tests cannot run here, or "" if they can.
-std::string SkipReason(const std::string& fs_type) {
-  if (::geteuid() != 0) return "needs root (mount, losetup, FIFREEZE)";
-  if (!strata::testing::HaveCommand("losetup") || RunCommand("losetup -f").exit_code != 0)
-    return "no free loop device (losetup -f failed)";
-  if (!strata::testing::HaveCommand("mkfs." + fs_type))
-    return "mkfs." + fs_type + " not installed (scripts/setup.sh installs it)";
-  return "";
-}
-
-// An image file formatted with `fs_type`, attached to a loop device and
-// mounted at <tempdir>/mnt. The destructor thaws (only this mount), unmounts
-// and detaches, also after a failed assertion.
-class LoopMount {
- public:
-  LoopMount(const TempDir& dir, const std::string& fs_type) : dir_(RealPath(dir.path())) {
-    std::string img = dir_ + "/disk.img";
-    mnt_ = dir_ + "/mnt";
-    // xfs needs >= 300 MiB since xfsprogs 5.19; the file is sparse.
-    std::string size = fs_type == "xfs" ? "320M" : "64M";
-    if (RunCommand("truncate -s " + size + " " + ShellQuote(img)).exit_code != 0) return;
-    auto mk = RunCommand("mkfs." + fs_type + " -q " + ShellQuote(img));
-    if (mk.exit_code != 0) {
-      ADD_FAILURE() << "mkfs." << fs_type << ": " << mk.err;
-      return;
-    }
-    auto lo = RunCommand("losetup -f --show " + ShellQuote(img));
-    if (lo.exit_code != 0) {
-      ADD_FAILURE() << "losetup: " << lo.err;
-      return;
-    }
-    dev_ = lo.out.substr(0, lo.out.find('\n'));
-    fs::create_directories(mnt_);
-    auto m = RunCommand("mount " + ShellQuote(dev_) + " " + ShellQuote(mnt_));
-    if (m.exit_code != 0) {
-      ADD_FAILURE() << "mount: " << m.err;
-      return;
-    }
-    mounted_ = true;
-  }
-  ~LoopMount() {
-    if (mounted_) {
-      // FITHAW on our own mount only; EINVAL (not frozen) is fine.
-      (void)RunCommand("fsfreeze -u " + ShellQuote(mnt_) + " 2>/dev/null");
-      for (int i = 0; i < 50 && RunCommand("umount " + ShellQuote(mnt_)).exit_code != 0; ++i) {
-        std::this_thread::sleep_for(100ms);
-      }
-    }
-    if (!dev_.empty()) (void)RunCommand("losetup -d " + ShellQuote(dev_));
-  }
-  bool ok() const { return mounted_; }
-  const std::string& mnt() const { return mnt_; }
-  const std::string& dev() const { return dev_; }
-  const std::string& dir() const { return dir_; }
-
-  // The second guard: the mount point is inside our TempDir and the
-  // mountinfo entry for it is our loop device.
-  ::testing::AssertionResult CheckOwnMount() const {
-    if (!PathWithin(mnt_, dir_))
-      return ::testing::AssertionFailure() << mnt_ << " outside " << dir_;
-    std::string mi = ReadText("/proc/self/mountinfo");
-    auto parsed = ParseMountInfo(mi, "mountinfo");
-    if (!parsed.has_value()) return ::testing::AssertionFailure() << parsed.error().ToString();
-    for (const auto& m : *parsed) {
-      if (m.mount_point == mnt_ && m.source == dev_) return ::testing::AssertionSuccess();
-    }
-    return ::testing::AssertionFailure() << mnt_ << " is not mounted from " << dev_;
-  }
-
-  Coordinator::Options ConfinedOptions() const {
-    Coordinator::Options o;
-    o.confine_to = dir_;
-    return o;
-  }
-
- private:
-  std::string dir_, mnt_, dev_;
-  bool mounted_ = false;
-};
-
-// A writer in another process: creates a file on the mount and then a
-// marker outside it. Blocks in the kernel while the filesystem is frozen.
-class Writer {
- public:
-  Writer(const std::string& target, const std::string& marker) : marker_(marker) {
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      int fd = ::open(target.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      if (fd < 0) ::_exit(2);
-      if (::write(fd, "hello", 5) != 5) ::_exit(3);
-      ::fsync(fd);
-      ::close(fd);
-      int m = ::open(marker.c_str(), O_WRONLY | O_CREAT, 0644);
-      ::_exit(m < 0 ? 4 : 0);
-    }
-  }
-  ~Writer() { (void)Wait(30s); }
-  bool Done() const { return fs::exists(marker_); }
-  // Waits for the child; true when it exited 0 within `t`.
-  bool Wait(std::chrono::milliseconds t) {
-    if (pid_ <= 0) return exited_ok_;
-    auto end = std::chrono::steady_clock::now() + t;
-    while (std::chrono::steady_clock::now() < end) {
-      int st;
-      if (::waitpid(pid_, &st, WNOHANG) == pid_) {
-        pid_ = 0;
-        exited_ok_ = WIFEXITED(st) && WEXITSTATUS(st) == 0;
-        return exited_ok_;
-      }
-      std::this_thread::sleep_for(10ms);
-    }
-    return false;
-  }
-
- private:
-  std::string marker_;
-  pid_t pid_ = -1;
-  bool exited_ok_ = false;
-};
 
 class QuiesceRealFs : public ::testing::TestWithParam<std::string> {};
 
@@ -265,6 +137,7 @@ TEST(QuiesceRealFsMisc, RunQuiescedWithFailingHookLeavesFsWritable) {
   Coordinator c(MakeFifreezeBackend(), lm.ConfinedOptions());
   std::string hooks = lm.dir() + "/hooks";
   fs::create_directories(hooks);
+  ::chmod(hooks.c_str(), 0755);  // whatever the umask: hooks must not be group-writable
   {
     std::ofstream(hooks + "/10-ok") << "#!/bin/sh\necho \"ok $1\" >> " << lm.dir() << "/hooklog\n";
     std::ofstream(hooks + "/20-fail") << "#!/bin/sh\n[ \"$1\" = freeze ] && exit 1\nexit 0\n";
@@ -535,7 +408,7 @@ TEST_F(QuiesceCli, DaemonKillRecoveryAndSigtermThaw) {
   std::this_thread::sleep_for(300ms);
   EXPECT_FALSE(w.Done()) << "SIGKILL of the daemon thawed (it cannot)";
   st = Strata("status");
-  EXPECT_NE(st.out.find("LEFT FROZEN by a killed daemon: " + lm_->mnt()), std::string::npos)
+  EXPECT_NE(st.out.find("LEFT FROZEN by a killed process: " + lm_->mnt()), std::string::npos)
       << st.out;
   auto all = Strata("thaw --all --json");
   ASSERT_EQ(all.exit_code, 0) << all.err;
@@ -555,6 +428,31 @@ TEST_F(QuiesceCli, DaemonKillRecoveryAndSigtermThaw) {
   EXPECT_TRUE(w2.Wait(20s)) << "SIGTERM did not thaw";
   st = Strata("status");
   EXPECT_NE(st.out.find("no quiesce daemon running"), std::string::npos) << st.out;
+}
+
+// The daemon is forked from the client that spawned it: it must keep none of
+// the client's descriptors, above all spawn.lock (its flock would live as
+// long as the daemon and block every later spawn).
+TEST_F(QuiesceCli, DaemonKeepsNoDescriptorOfItsSpawningClient) {
+  auto f = Strata("freeze --deadline 30 " + Confined() + ShellQuote(lm_->mnt()));
+  ASSERT_EQ(f.exit_code, 0) << f.err;
+  auto st = Strata("status --json");
+  size_t p = st.out.find("\"pid\": ");
+  ASSERT_NE(p, std::string::npos) << st.out;
+  pid_t pid = std::atoi(st.out.c_str() + p + 7);
+  ASSERT_GT(pid, 1);
+  std::string fds;
+  for (const auto& e : fs::directory_iterator("/proc/" + std::to_string(pid) + "/fd")) {
+    std::error_code ec;
+    fds += e.path().filename().string() + " -> " + fs::read_symlink(e.path(), ec).string() + "\n";
+  }
+  EXPECT_EQ(fds.find("spawn.lock"), std::string::npos) << fds;
+  int lock = ::open((state_ + "/spawn.lock").c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(lock, 0);
+  EXPECT_EQ(::flock(lock, LOCK_EX | LOCK_NB), 0) << "the daemon still holds spawn.lock";
+  ::close(lock);
+  EXPECT_NE(fds.find("daemon.lock"), std::string::npos) << fds;
+  ASSERT_EQ(Strata("thaw 1").exit_code, 0);
 }
 
 // SIGINT to `strata freeze --exec` (no daemon) thaws before dying.

@@ -3,18 +3,27 @@
 // target resolution over a fake sysfs tree, and a random model check.
 #include "engine/quiesce/quiesce.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <mutex>
 #include <fstream>
 #include <random>
 #include <thread>
 
 #include "engine/quiesce/hooks.h"
+#include "engine/quiesce/journal.h"
+#include "engine/quiesce/process.h"
 #include "engine/quiesce/resolve.h"
+#include "tests/quiesce_fake_system.h"
 #include "tests/test_util.h"
 
 namespace strata::quiesce {
@@ -23,90 +32,6 @@ namespace {
 namespace fs = std::filesystem;
 using strata::testing::TempDir;
 using namespace std::chrono_literals;
-
-void WriteText(const std::string& path, const std::string& text) {
-  std::ofstream f(path, std::ios::trunc);
-  f << text;
-}
-
-std::string ReadText(const std::string& path) {
-  std::ifstream f(path);
-  return std::string((std::istreambuf_iterator<char>(f)), {});
-}
-
-// A fake system: mountinfo + sysfs tree. Disks (maj 250):
-//   vda(250:0) -> fs /fake/a;  vdb(250:16) -> fs /fake/b
-//   vdc(250:32) with partitions vdc1(250:33) -> /fake/c, vdc2(250:34)
-//   dm-0(251:0) over vdc2 and vdd(250:48) -> /fake/d (also bind at /fake/d2)
-//   rootdisk = the real root filesystem's device -> "/"
-class FakeSystem {
- public:
-  FakeSystem() {
-    sys_ = dir_.File("sys");
-    struct stat st;
-    EXPECT_EQ(::stat("/", &st), 0);
-    root_major_ = major(st.st_dev);
-    root_minor_ = minor(st.st_dev);
-    Disk("vda", 250, 0);
-    Disk("vdb", 250, 16);
-    Disk("vdc", 250, 32);
-    Partition("vdc", "vdc1", 250, 33);
-    Partition("vdc", "vdc2", 250, 34);
-    Disk("vdd", 250, 48);
-    Disk("dm-0", 251, 0);
-    Stack("dm-0", "vdc2");
-    Stack("dm-0", "vdd");
-    Disk("rootdisk", root_major_, root_minor_);
-    std::string root_dev = std::to_string(root_major_) + ":" + std::to_string(root_minor_);
-    WriteText(mountinfo(), "20 1 " + root_dev +
-                               " / / rw,relatime shared:1 - ext4 /dev/root rw\n"
-                               "30 20 250:0 / /fake/a rw,relatime shared:2 - ext4 /dev/vda rw\n"
-                               "31 20 250:16 / /fake/b rw,relatime - xfs /dev/vdb rw\n"
-                               "32 20 250:33 / /fake/c rw - ext4 /dev/vdc1 rw\n"
-                               "33 20 251:0 / /fake/d rw - xfs /dev/mapper/vg-lv rw\n"
-                               "34 20 251:0 /sub /fake/d2 rw - xfs /dev/mapper/vg-lv rw\n"
-                               "35 20 0:40 / /fake/tmp rw - tmpfs tmpfs rw\n");
-  }
-  std::string mountinfo() const { return dir_.File("mountinfo"); }
-  const std::string& sys() const { return sys_; }
-  const TempDir& dir() const { return dir_; }
-
-  Coordinator::Options Options(const std::string& confine = "/fake") const {
-    Coordinator::Options o;
-    o.mountinfo_path = mountinfo();
-    o.sysfs_root = sys_;
-    o.confine_to = confine;
-    return o;
-  }
-
- private:
-  void Disk(const std::string& name, unsigned ma, unsigned mi) {
-    std::string d = sys_ + "/class/block/" + name;
-    fs::create_directories(d + "/holders");
-    fs::create_directories(d + "/slaves");
-    WriteText(d + "/dev", std::to_string(ma) + ":" + std::to_string(mi) + "\n");
-    fs::create_directories(sys_ + "/dev/block");
-    fs::create_symlink("../../class/block/" + name,
-                       sys_ + "/dev/block/" + std::to_string(ma) + ":" + std::to_string(mi));
-  }
-  void Partition(const std::string& disk, const std::string& name, unsigned ma, unsigned mi) {
-    std::string d = sys_ + "/class/block/" + disk + "/" + name;
-    fs::create_directories(d + "/holders");
-    WriteText(d + "/dev", std::to_string(ma) + ":" + std::to_string(mi) + "\n");
-    WriteText(d + "/partition", "1\n");
-    fs::create_symlink(disk + "/" + name, sys_ + "/class/block/" + name);
-    fs::create_symlink("../../class/block/" + name,
-                       sys_ + "/dev/block/" + std::to_string(ma) + ":" + std::to_string(mi));
-  }
-  void Stack(const std::string& upper, const std::string& lower) {
-    WriteText(sys_ + "/class/block/" + lower + "/holders/" + upper, "");
-    WriteText(sys_ + "/class/block/" + upper + "/slaves/" + lower, "");
-  }
-
-  TempDir dir_;
-  std::string sys_;
-  unsigned root_major_ = 0, root_minor_ = 0;
-};
 
 struct Fixture {
   FakeSystem sys;
@@ -358,16 +283,27 @@ TEST(QuiesceResolve, ParseMountInfoEscapesOptionalFieldsAndErrors) {
   EXPECT_EQ((*m)[0].fs_type, "ext3");
   EXPECT_EQ((*m)[0].source, "/dev/root");
   EXPECT_EQ((*m)[1].fs_type, "proc");
-  auto bad = ParseMountInfo("1 2 3:4 / /a rw\n1 2 3:4 / /b rw - ext4 /dev/x rw\n", "mi");
+  auto bad = ParseMountInfo("1 2 3:4 / /b rw - ext4 /dev/x rw\n1 2 3:4 / /a rw\n", "mi");
   ASSERT_FALSE(bad.has_value());
-  EXPECT_EQ(bad.error().message(), "mi: line 1: missing ' - ' separator");
-  bad = ParseMountInfo("1 2 3:4 / /b rw - ext4 /dev/x\n9 2 3x4 / /b rw - ext4 /dev/x rw\n", "mi");
+  EXPECT_EQ(bad.error().code(), StatusCode::kCorruption);
+  EXPECT_EQ(bad.error().message(), "mi: line 2: not a mountinfo line (libmount cannot parse it)");
+  bad = ParseMountInfo("1 2 3:4 / /b rw - ext4 /dev/x rw\n9 2 3x4 / /b rw - ext4 /dev/x rw\n", "mi");
   ASSERT_FALSE(bad.has_value());
-  EXPECT_EQ(bad.error().message(), "mi: line 2: bad major:minor '3x4'");
-  // Real system mountinfo parses.
+  EXPECT_EQ(bad.error().message(), "mi: line 2: not a mountinfo line (libmount cannot parse it)");
+  bad = ParseMountInfo("1 2 3:4 / relative rw - ext4 /dev/x rw\n", "mi");
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().message(), "mi: mount id 1: mount point 'relative' is not absolute");
+  EXPECT_TRUE(ParseMountInfo("", "mi").has_value());
+  // Real system mountinfo parses, from text and from the file.
   std::ifstream real("/proc/self/mountinfo");
   std::string text((std::istreambuf_iterator<char>(real)), {});
   EXPECT_TRUE(ParseMountInfo(text, "/proc/self/mountinfo").has_value());
+  auto from_file = ReadMountInfo("/proc/self/mountinfo");
+  ASSERT_TRUE(from_file.has_value()) << from_file.error().ToString();
+  EXPECT_FALSE(from_file->empty());
+  auto missing = ReadMountInfo("/nonexistent/mountinfo");
+  ASSERT_FALSE(missing.has_value());
+  EXPECT_NE(missing.error().message().find("/nonexistent/mountinfo"), std::string::npos);
   // Mutated mountinfo text never crashes; it parses or fails with a line.
   uint64_t seed = strata::testing::TestSeed();
   SCOPED_TRACE("STRATA_SEED=" + std::to_string(seed));
@@ -377,7 +313,7 @@ TEST(QuiesceResolve, ParseMountInfoEscapesOptionalFieldsAndErrors) {
     for (int k = 0; k < 3; ++k) m[rng() % m.size()] = static_cast<char>(rng() % 128);
     auto r = ParseMountInfo(m, "fuzz");
     if (!r.has_value()) {
-      EXPECT_EQ(r.error().message().rfind("fuzz: line ", 0), 0u) << r.error().message();
+      EXPECT_EQ(r.error().message().rfind("fuzz: ", 0), 0u) << r.error().message();
     }
   }
   EXPECT_TRUE(PathWithin("/a/b", "/a"));
@@ -404,6 +340,7 @@ TEST(QuiesceHooks, OrderRollbackAndQemuIgnoreRules) {
   TempDir t;
   std::string hooks = t.File("hooks"), log = t.File("log");
   fs::create_directories(hooks);
+  ::chmod(hooks.c_str(), 0755);  // whatever the umask: hooks must not be group-writable
   WriteHook(hooks + "/10-db", log);
   WriteHook(hooks + "/20-app", log);
   WriteHook(hooks + "/30-cache", log);
@@ -446,6 +383,56 @@ TEST(QuiesceHooks, OrderRollbackAndQemuIgnoreRules) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
   EXPECT_NE(h.error().message().find("timed out"), std::string::npos) << h.error().message();
   EXPECT_EQ(ReadText(log), "10-db freeze\n20-app freeze\n10-db thaw\n");
+}
+
+TEST(QuiesceHooks, RefusesHooksOthersCouldChange) {
+  auto f = MakeFixture();
+  TempDir t;
+  std::string hooks = t.File("hooks"), log = t.File("log");
+  fs::create_directories(hooks);
+  ::chmod(hooks.c_str(), 0755);  // whatever the umask: hooks must not be group-writable
+  WriteHook(hooks + "/10-db", log);
+  WriteHook(hooks + "/20-app", log);
+  ASSERT_TRUE(ListHooks(hooks).has_value());
+  FreezeRequest r;
+  r.targets = {"vda"};
+  r.hook_dir = hooks;
+  auto expect_refused = [&](const std::string& message) {
+    auto listed = ListHooks(hooks);
+    ASSERT_FALSE(listed.has_value()) << message;
+    EXPECT_EQ(listed.error().code(), StatusCode::kInvalidArgument);
+    EXPECT_EQ(listed.error().message(), message);
+    auto h = f->c->Freeze(r);
+    ASSERT_FALSE(h.has_value());
+    EXPECT_EQ(h.error().message(), message);
+    EXPECT_EQ(ReadText(log), "") << "a hook ran";
+    EXPECT_TRUE(f->state->log.empty());
+  };
+  ::chmod((hooks + "/20-app").c_str(), 0775);
+  expect_refused("hook " + hooks + "/20-app: writable by group (mode 0775); refusing to run "
+                 "hooks from it (chmod go-w)");
+  ::chmod((hooks + "/20-app").c_str(), 0757);
+  expect_refused("hook " + hooks + "/20-app: writable by others (mode 0757); refusing to run "
+                 "hooks from it (chmod go-w)");
+  ::chmod((hooks + "/20-app").c_str(), 0755);
+  ::chmod(hooks.c_str(), 0777);
+  expect_refused("hook directory " + hooks + ": writable by others (mode 0777); refusing to run "
+                 "hooks from it (chmod go-w)");
+  ::chmod(hooks.c_str(), 0755);
+  // A file we would not run is not checked: a writable backup file is fine.
+  WriteHook(hooks + "/30-old.bak", log);
+  ::chmod((hooks + "/30-old.bak").c_str(), 0777);
+  EXPECT_TRUE(ListHooks(hooks).has_value());
+  if (::geteuid() != 0) GTEST_SKIP() << "ownership checks need root (chown)";
+  ASSERT_EQ(::chown((hooks + "/10-db").c_str(), 1000, 0), 0);
+  expect_refused("hook " + hooks + "/10-db: owned by uid 1000, not root; refusing to run hooks "
+                 "from it");
+  ASSERT_EQ(::chown((hooks + "/10-db").c_str(), 0, 0), 0);
+  ASSERT_EQ(::chown(hooks.c_str(), 1000, 0), 0);
+  expect_refused("hook directory " + hooks + ": owned by uid 1000, not root; refusing to run "
+                 "hooks from it");
+  ASSERT_EQ(::chown(hooks.c_str(), 0, 0), 0);
+  EXPECT_TRUE(ListHooks(hooks).has_value());
 }
 
 TEST(QuiesceRunQuiesced, InsideRunsFrozenExecRunsAndExpiryIsReported) {
@@ -529,6 +516,328 @@ TEST(QuiesceCoordinator, RandomSequencesMatchNaiveCountModel) {
       ASSERT_EQ(f->state->frozen[m], model.count(m) > 0) << m << " step " << step;
     }
   }
+}
+
+// ---- child processes: own process group, only stdio inherited ---------------
+
+// Waits up to 10 s for `pid` (an orphan re-parented to us, the subreaper)
+// and returns its wait status, or -1 if it is still running (then kills it).
+int ReapOrphan(pid_t pid) {
+  for (int i = 0; i < 1000; ++i) {
+    int st = 0;
+    pid_t r = ::waitpid(pid, &st, WNOHANG);
+    if (r == pid) return st;
+    std::this_thread::sleep_for(10ms);
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  return -1;
+}
+
+// A script that starts a sleeping grandchild, records its pid, then sleeps
+// itself: the timeout must kill both.
+std::string ForkingSleeper(const std::string& pidfile) {
+  return "sleep 300 & echo $! > '" + pidfile + "'; exec sleep 300";
+}
+
+TEST(QuiesceProcess, HookTimeoutKillsItsSleepingGrandchild) {
+  // Orphans re-parent to this process, so we can see how they died.
+  ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+  auto f = MakeFixture();
+  TempDir t;
+  std::string hooks = t.File("hooks"), pidfile = t.File("grandchild.pid");
+  fs::create_directories(hooks);
+  ::chmod(hooks.c_str(), 0755);  // whatever the umask: hooks must not be group-writable
+  WriteText(hooks + "/10-forks", "#!/bin/sh\n" + ForkingSleeper(pidfile) + "\n");
+  ::chmod((hooks + "/10-forks").c_str(), 0755);
+  FreezeRequest r;
+  r.targets = {"vda"};
+  r.hook_dir = hooks;
+  r.hook_timeout = 300ms;
+  auto h = f->c->Freeze(r);
+  ASSERT_FALSE(h.has_value());
+  EXPECT_NE(h.error().message().find("timed out after 300 ms (its process group was killed)"),
+            std::string::npos)
+      << h.error().message();
+  pid_t grandchild = std::atoi(ReadText(pidfile).c_str());
+  ASSERT_GT(grandchild, 1);
+  int st = ReapOrphan(grandchild);
+  ASSERT_NE(st, -1) << "the hook's grandchild " << grandchild << " outlived the timeout";
+  EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) << st;
+  EXPECT_TRUE(f->state->log.empty());
+}
+
+TEST(QuiesceProcess, ExecTimeoutKillsItsSleepingGrandchild) {
+  ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+  auto f = MakeFixture();
+  TempDir t;
+  std::string pidfile = t.File("grandchild.pid");
+  QuiesceRequest q;
+  q.targets = {"vda"};
+  q.exec_command = ForkingSleeper(pidfile);
+  q.exec_timeout = 300ms;
+  auto r = RunQuiesced(*f->c, q, nullptr);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_NE(r.error().message().find("timed out"), std::string::npos) << r.error().message();
+  pid_t grandchild = std::atoi(ReadText(pidfile).c_str());
+  ASSERT_GT(grandchild, 1);
+  int st = ReapOrphan(grandchild);
+  ASSERT_NE(st, -1) << "the --exec command's grandchild outlived the timeout";
+  EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) << st;
+  EXPECT_FALSE(f->state->frozen["/fake/a"]);
+}
+
+TEST(QuiesceProcess, ChildrenInheritOnlyStdioAndGetTheirOwnGroup) {
+  TempDir t;
+  std::string marker = t.File("not-for-children");
+  WriteText(marker, "x");
+  int leaky = ::open(marker.c_str(), O_RDONLY);  // deliberately without O_CLOEXEC
+  ASSERT_GE(leaky, 0);
+  std::string out = t.File("fds");
+  auto rc = internal::RunProcess(
+      {"/bin/sh", "-c",
+       "ls -l /proc/$$/fd > '" + out + "' 2>&1; ps -o pgid= -p $$ >> '" + out +
+           "'; echo pid $$ >> '" + out + "'"},
+      10s);
+  ::close(leaky);
+  ASSERT_TRUE(rc.has_value()) << rc.error().ToString();
+  EXPECT_EQ(*rc, 0);
+  std::string fds = ReadText(out);
+  EXPECT_EQ(fds.find(marker), std::string::npos) << "a descriptor leaked into the child:\n" << fds;
+  EXPECT_NE(fds.find("0 -> /dev/null"), std::string::npos) << fds;
+  // The shell leads its own process group: its pgid is its pid.
+  size_t p = fds.find("pid ");
+  ASSERT_NE(p, std::string::npos);
+  std::string pid = fds.substr(p + 4, fds.find('\n', p) - p - 4);
+  bool leads = fds.find(" " + pid + "\npid") != std::string::npos ||
+               fds.find("\n" + pid + "\npid") != std::string::npos;
+  EXPECT_TRUE(leads) << fds;
+}
+
+// ---- counted hooks -------------------------------------------------------
+
+// Two handles share a hook directory: each hook runs "freeze" once, when the
+// first handle is created, and "thaw" once, after the last handle's
+// filesystems are thawed; in both thaw orders.
+TEST(QuiesceHooks, CountedLikeFilesystemsInEitherThawOrder) {
+  for (bool first_a : {true, false}) {
+    SCOPED_TRACE(first_a ? "thaw A then B" : "thaw B then A");
+    auto f = MakeFixture();
+    TempDir t;
+    std::string hooks = t.File("hooks"), log = t.File("log");
+    fs::create_directories(hooks);
+    ::chmod(hooks.c_str(), 0755);
+    WriteHook(hooks + "/10-db", log);
+    WriteHook(hooks + "/20-app", log);
+    FreezeRequest ra, rb;
+    ra.targets = {"vda"};
+    rb.targets = {"vda", "vdb"};
+    ra.hook_dir = rb.hook_dir = hooks;
+    auto a = f->c->Freeze(ra);
+    ASSERT_TRUE(a.has_value()) << a.error().ToString();
+    EXPECT_EQ(ReadText(log), "10-db freeze\n20-app freeze\n");
+    auto b = f->c->Freeze(rb);
+    ASSERT_TRUE(b.has_value()) << b.error().ToString();
+    EXPECT_EQ(ReadText(log), "10-db freeze\n20-app freeze\n") << "freeze hooks ran twice";
+    ASSERT_TRUE(f->c->Thaw(first_a ? *a : *b).has_value());
+    EXPECT_EQ(ReadText(log), "10-db freeze\n20-app freeze\n") << "thaw hooks ran too early";
+    EXPECT_TRUE(f->state->frozen["/fake/a"]);
+    ASSERT_TRUE(f->c->Thaw(first_a ? *b : *a).has_value());
+    EXPECT_EQ(ReadText(log), "10-db freeze\n20-app freeze\n20-app thaw\n10-db thaw\n");
+    EXPECT_FALSE(f->state->frozen["/fake/a"]);
+    EXPECT_FALSE(f->state->frozen["/fake/b"]);
+    // After the last thaw the next handle runs "freeze" again.
+    auto c = f->c->Freeze(ra);
+    ASSERT_TRUE(c.has_value());
+    EXPECT_EQ(ReadText(log),
+              "10-db freeze\n20-app freeze\n20-app thaw\n10-db thaw\n10-db freeze\n20-app freeze\n");
+  }
+}
+
+// Expiry releases a handle's hook reference like a thaw does.
+TEST(QuiesceHooks, ExpiryDropsTheReferenceAndTheLastHolderThaws) {
+  auto f = MakeFixture();
+  TempDir t;
+  std::string hooks = t.File("hooks"), log = t.File("log");
+  fs::create_directories(hooks);
+  ::chmod(hooks.c_str(), 0755);
+  WriteHook(hooks + "/10-db", log);
+  FreezeRequest r;
+  r.targets = {"vda"};
+  r.hook_dir = hooks;
+  auto keep = f->c->Freeze(r);
+  r.deadline = 100ms;
+  auto brief = f->c->Freeze(r);
+  ASSERT_TRUE(keep.has_value() && brief.has_value());
+  for (int i = 0; i < 300 && f->c->Quiesced(*brief); ++i) std::this_thread::sleep_for(10ms);
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(ReadText(log), "10-db freeze\n");
+  ASSERT_TRUE(f->c->Thaw(*keep).has_value());
+  EXPECT_EQ(ReadText(log), "10-db freeze\n10-db thaw\n");
+}
+
+// ---- backends that cannot thaw part of their set ---------------------------
+
+TEST(QuiesceCoordinator, PartialThawOnAnAllOrNothingBackendInterruptsTheOtherHandle) {
+  auto f = MakeFixture();
+  f->state->can_thaw_part = false;
+  HandleId a = f->Freeze({"vda", "vdb"});
+  HandleId b = f->Freeze({"vda"});
+  HandleId c = f->Freeze({"vdc1"});  // frozen in a later call: also thawed by the backend
+  EXPECT_TRUE(f->c->Quiesced(b));
+  auto ra = f->c->Thaw(a);
+  ASSERT_TRUE(ra.has_value()) << ra.error().ToString();
+  EXPECT_TRUE(ra->quiesced());
+  EXPECT_EQ(ra->thawed, (std::vector<std::string>{"/fake/b"}));
+  // The backend thawed everything and the rest was frozen again.
+  EXPECT_EQ(f->state->log, (Log{"freeze /fake/b /fake/a", "freeze /fake/c",
+                                "thaw /fake/b /fake/a /fake/c", "freeze /fake/c /fake/a"}));
+  EXPECT_TRUE(f->state->frozen["/fake/a"]);
+  EXPECT_TRUE(f->state->frozen["/fake/c"]);
+  // b and c had a gap: they are not quiesced, and say why.
+  EXPECT_FALSE(f->c->Quiesced(b));
+  EXPECT_FALSE(f->c->Quiesced(c));
+  auto rb = f->c->Thaw(b);
+  ASSERT_TRUE(rb.has_value());
+  EXPECT_TRUE(rb->interrupted);
+  EXPECT_FALSE(rb->quiesced());
+  EXPECT_NE(rb->interruption.find("fake thawed /fake/a /fake/c and froze it again"),
+            std::string::npos)
+      << rb->interruption;
+  // RunQuiesced reports the same verdict for the window it ran.
+  QuiesceRequest q;
+  q.targets = {"vdb"};
+  auto r = RunQuiesced(*f->c, q, [&] {
+    // Another handle over /fake/c ends inside our window: /fake/b has a gap.
+    return f->c->Thaw(c).has_value() ? Status::Ok() : Status::Corruption("thaw c");
+  });
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  EXPECT_FALSE(r->quiesced);
+  EXPECT_NE(r->not_quiesced_reason.find("froze it again"), std::string::npos)
+      << r->not_quiesced_reason;
+  EXPECT_TRUE(f->c->Counts().empty());
+  EXPECT_FALSE(f->state->frozen["/fake/b"]);
+}
+
+// ---- the journal ---------------------------------------------------------
+
+TEST(QuiesceJournal, WrittenBeforeTheFreezeAndRemovedAfterTheThaw) {
+  FakeSystem sys;
+  TempDir jdir;
+  auto state = std::make_shared<FakeBackend::State>();
+  auto opts = sys.Options();
+  opts.journal_dir = jdir.path();
+  std::vector<std::string> seen;
+  opts.on_step = [&](const char* step) {
+    // What a process killed right here would leave for recovery.
+    auto stale = StaleJournalEntries(jdir.path());
+    std::string s = std::string(step) + ":";
+    for (const auto& e : *stale) s += " " + e.mount_point;
+    // Our own journal is locked by us, so it is not stale: read it directly.
+    for (const auto& p : fs::directory_iterator(jdir.path())) {
+      auto c = ParseJournal(ReadText(p.path()), p.path());
+      if (c.has_value()) {
+        for (const auto& e : c->outstanding) s += " " + e.mount_point;
+      }
+    }
+    std::lock_guard<std::mutex> lock(state->mu);
+    s += state->frozen["/fake/a"] ? " [a frozen]" : "";
+    seen.push_back(s);
+  };
+  {
+    Coordinator c(std::make_unique<FakeBackend>(state), opts);
+    FreezeRequest r;
+    r.targets = {"vda", "vdb"};
+    auto h = c.Freeze(r);
+    ASSERT_TRUE(h.has_value()) << h.error().ToString();
+    ASSERT_TRUE(c.Thaw(*h).has_value());
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{"journaled: /fake/b /fake/a",
+                                            "frozen: /fake/b /fake/a [a frozen]",
+                                            // thawed, but its T records are not written yet
+                                            "thawed: /fake/b /fake/a", "unjournaled:"}));
+  EXPECT_TRUE(fs::is_empty(jdir.path()));
+}
+
+TEST(QuiesceJournal, CodecRoundTripsOddNamesAndDetectsEveryFlippedByte) {
+  std::vector<JournalEntry> entries = {
+      {"fifreeze", "", 7, 3, "/mnt/with space\tand\nnewline\\"},
+      {"qga", "/run/qga sock", 253, 1, "-"},
+      {"fifreeze", "", 8, 1, "/"},
+  };
+  std::string text = EncodeJournalHeader(4242);
+  for (const auto& e : entries) text += EncodeJournalRecord('F', e);
+  text += EncodeJournalRecord('T', entries[2]);
+  auto c = ParseJournal(text, "j");
+  ASSERT_TRUE(c.has_value()) << c.error().ToString();
+  EXPECT_EQ(c->pid, 4242);
+  EXPECT_TRUE(c->bad_lines.empty());
+  EXPECT_FALSE(c->torn_tail);
+  ASSERT_EQ(c->outstanding.size(), 2u);
+  EXPECT_EQ(c->outstanding[0], entries[0]);
+  EXPECT_EQ(c->outstanding[1], entries[1]);
+  // One record per line: the odd names were escaped.
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 5);
+  // A torn last append is ignored (its freeze never started).
+  auto torn = ParseJournal(text + EncodeJournalRecord('F', entries[2]).substr(0, 20), "j");
+  ASSERT_TRUE(torn.has_value());
+  EXPECT_TRUE(torn->torn_tail);
+  EXPECT_EQ(torn->outstanding.size(), 2u);
+  // Every single-byte change of a complete line is detected: the header is
+  // rejected, a record is reported as bad (never silently misread).
+  uint64_t seed = strata::testing::TestSeed();
+  SCOPED_TRACE("STRATA_SEED=" + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  size_t header_len = text.find('\n') + 1;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '\n') continue;
+    std::string m = text;
+    char v;
+    do {
+      v = static_cast<char>(rng());
+    } while (v == m[i] || v == '\n');
+    m[i] = v;
+    auto r = ParseJournal(m, "j");
+    if (i < header_len) {
+      EXPECT_FALSE(r.has_value()) << "header byte " << i;
+      if (!r.has_value()) {
+        EXPECT_EQ(r.error().code(), StatusCode::kCorruption);
+      }
+    } else {
+      ASSERT_TRUE(r.has_value()) << i;
+      EXPECT_EQ(r->bad_lines.size(), 1u) << "byte " << i;
+    }
+  }
+  auto bad = ParseJournal("", "j");
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().message(), "j: byte 0: no complete journal header");
+}
+
+// The writer's file is locked while it lives; recovery leaves it alone and
+// takes over a journal whose owner is gone (here: a record written by hand).
+TEST(QuiesceJournal, RecoveryLeavesLiveJournalsAndReportsUnreachableEntries) {
+  TempDir dir;
+  {
+    FreezeJournal live(dir.path());
+    ASSERT_TRUE(live.Intend({{"fake", "", 1, 2, "/fake/x"}}).ok());
+    auto rep = RecoverJournals(dir.path());
+    ASSERT_TRUE(rep.has_value());
+    ASSERT_EQ(rep->live.size(), 1u);
+    EXPECT_NE(rep->live[0].find("(pid " + std::to_string(::getpid()) + ")"), std::string::npos);
+    EXPECT_TRUE(StaleJournalEntries(dir.path())->empty());
+  }
+  // The owner went away without a T record: the journal stays, and recovery
+  // cannot reach a "fake" backend: it says so and keeps the journal.
+  auto stale = StaleJournalEntries(dir.path());
+  ASSERT_TRUE(stale.has_value());
+  ASSERT_EQ(stale->size(), 1u);
+  EXPECT_EQ((*stale)[0].mount_point, "/fake/x");
+  auto rep = RecoverJournals(dir.path());
+  ASSERT_TRUE(rep.has_value());
+  ASSERT_EQ(rep->failed.size(), 1u);
+  EXPECT_NE(rep->failed[0].find("/fake/x: journaled by backend 'fake'"), std::string::npos)
+      << rep->failed[0];
+  EXPECT_EQ(StaleJournalEntries(dir.path())->size(), 1u);
 }
 
 }  // namespace

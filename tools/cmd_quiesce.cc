@@ -33,9 +33,12 @@ every mounted filesystem on it, its partitions and devices stacked on them.
 Options:
   --deadline SECONDS   thaw automatically after this long (default 10)
   --exec CMD           freeze, run CMD with /bin/sh -c, thaw, report; no
-                       handle is left behind (exit status 1 if CMD fails)
+                       handle is left behind (exit status 1 if CMD fails);
+                       the freeze is journaled in the state directory
   --hooks DIR          run DIR's executables with 'freeze' before and 'thaw'
-                       after (QEMU fsfreeze-hook.d convention)
+                       after (QEMU fsfreeze-hook.d convention), counted
+                       across handles; DIR and its hooks must be owned by
+                       root and not writable by group or others
   --hook-timeout SECONDS  per hook run (default 30)
   --dry-run            print what the targets resolve to; freeze nothing
   --protect PATH       refuse to freeze the filesystem holding PATH
@@ -54,8 +57,11 @@ constexpr char kThawHelp[] = R"(Usage: strata thaw [--state-dir DIR] [--json] (H
 Thaws what HANDLE froze (filesystems whose freeze count drops to zero).
 Reports whether the window had expired. An unknown or already-thawed handle
 is an error (exit 1) and changes nothing.
---all thaws every handle, and after a crash of the daemon (SIGKILL) thaws
-every filesystem its state file still lists as frozen.
+--all thaws every handle, and after a crash (SIGKILL of the daemon or of
+'strata freeze --exec') thaws every filesystem the dead process's freeze
+journal names, after checking the mount point still holds the same
+filesystem (device number). Exit status 1 if something could not be
+recovered.
 )";
 
 constexpr char kStatusHelp[] = R"(Usage: strata status [--state-dir DIR] [--json]
@@ -150,8 +156,15 @@ int FreezeMain(int argc, char** argv) {
   std::string qga = args->Get("--qga").value_or("");
 
   if (auto cmd = args->Get("--exec")) {
+    // The freeze is journaled in the state directory, so that `strata thaw
+    // --all` can thaw it if this process is killed inside the window.
+    std::string state_dir = args->Get("--state-dir").value_or(DefaultStateDir());
+    Status dir = PrepareStateDir(state_dir);
+    if (!dir.ok()) return Fail(tool, dir.WithContext("freeze journal (choose --state-dir)"));
     Coordinator::Options o;
     o.protected_paths = args->All("--protect");
+    o.protected_paths.push_back(state_dir);
+    o.journal_dir = state_dir;
     std::unique_ptr<Backend> backend =
         qga.empty() ? MakeFifreezeBackend() : MakeQgaBackend(qga, std::chrono::seconds(20));
     Coordinator c(std::move(backend), o);
@@ -170,12 +183,12 @@ int FreezeMain(int argc, char** argv) {
     if (json) {
       std::printf(
           "{\"quiesced\": %s, \"frozen_ms\": %.3f, \"mount_points\": %s, "
-          "\"exec_exit_code\": %d}\n",
+          "\"exec_exit_code\": %d, \"not_quiesced_reason\": %s}\n",
           r->quiesced ? "true" : "false", Ms(r->frozen_for), JsonList(r->mount_points).c_str(),
-          r->exec_exit_code);
+          r->exec_exit_code, JsonString(r->not_quiesced_reason).c_str());
     } else {
       std::printf("froze %s for %.3f ms: %s\n", Joined(r->mount_points).c_str(), Ms(r->frozen_for),
-                  r->quiesced ? "quiesced" : "NOT quiesced (deadline expired during --exec)");
+                  r->quiesced ? "quiesced" : ("NOT quiesced: " + r->not_quiesced_reason).c_str());
     }
     return kExitOk;
   }
@@ -203,13 +216,16 @@ int FreezeMain(int argc, char** argv) {
 void PrintReport(const ThawReport& r, bool json, bool first) {
   if (json) {
     std::printf("%s{\"handle\": %" PRIu64
-                ", \"expired\": %s, \"quiesced\": %s, "
-                "\"frozen_ms\": %.3f, \"thawed\": %s}",
-                first ? "" : ", ", r.id, r.expired ? "true" : "false", r.expired ? "false" : "true",
-                Ms(r.frozen_for), JsonList(r.thawed).c_str());
+                ", \"expired\": %s, \"interrupted\": %s, \"quiesced\": %s, "
+                "\"frozen_ms\": %.3f, \"thawed\": %s, \"interruption\": %s}",
+                first ? "" : ", ", r.id, r.expired ? "true" : "false",
+                r.interrupted ? "true" : "false", r.quiesced() ? "true" : "false",
+                Ms(r.frozen_for), JsonList(r.thawed).c_str(), JsonString(r.interruption).c_str());
   } else {
-    std::printf("handle %" PRIu64 ": %s after %.3f ms; thawed %s\n", r.id,
-                r.expired ? "window EXPIRED (not quiesced), watchdog had thawed" : "thawed",
+    std::string what = r.expired       ? "window EXPIRED (not quiesced), watchdog had thawed"
+                       : r.interrupted ? "thawed; NOT quiesced: " + r.interruption
+                                       : "thawed";
+    std::printf("handle %" PRIu64 ": %s after %.3f ms; thawed %s\n", r.id, what.c_str(),
                 Ms(r.frozen_for), Joined(r.thawed).c_str());
   }
 }
@@ -233,22 +249,29 @@ int ThawMain(int argc, char** argv) {
     if (json) {
       std::printf("{\"handles\": [");
       for (size_t i = 0; i < r->thawed.size(); ++i) PrintReport(r->thawed[i], true, i == 0);
-      std::printf("], \"recovered\": %s, \"not_recovered\": %s}\n", JsonList(r->recovered).c_str(),
-                  JsonList(r->not_recovered).c_str());
+      std::printf(
+          "], \"recovered\": %s, \"not_frozen\": %s, \"not_recovered\": %s, "
+          "\"live_journals\": %s}\n",
+          JsonList(r->recovered).c_str(), JsonList(r->not_frozen).c_str(),
+          JsonList(r->not_recovered).c_str(), JsonList(r->live).c_str());
     } else {
       for (const auto& t : r->thawed) PrintReport(t, false, false);
       if (!r->recovered.empty()) {
         std::printf("recovered after a daemon crash: thawed %s\n", Joined(r->recovered).c_str());
       }
-      if (!r->not_recovered.empty()) {
-        std::printf("NOT recovered (frozen inside a guest; use guest-fsfreeze-thaw): %s\n",
-                    Joined(r->not_recovered).c_str());
+      if (!r->not_frozen.empty()) {
+        std::printf("journaled by a killed process but not frozen: %s\n",
+                    Joined(r->not_frozen).c_str());
       }
-      if (r->thawed.empty() && r->recovered.empty() && r->not_recovered.empty()) {
+      for (const auto& n : r->not_recovered) std::printf("NOT recovered: %s\n", n.c_str());
+      for (const auto& l : r->live) std::printf("left to its running owner: %s\n", l.c_str());
+      if (r->thawed.empty() && r->recovered.empty() && r->not_frozen.empty() &&
+          r->not_recovered.empty()) {
         std::printf("nothing was frozen\n");
       }
     }
-    return kExitOk;
+    // Something may still be frozen: say so with the exit status too.
+    return r->not_recovered.empty() ? kExitOk : kExitFailure;
   }
   if (args->positional().size() != 1) return Usage(tool, "give one HANDLE or --all");
   const std::string& text = args->positional()[0];
@@ -283,11 +306,11 @@ int StatusMain(int argc, char** argv) {
     for (size_t i = 0; i < st->handles.size(); ++i) {
       const auto& h = st->handles[i];
       std::printf("%s{\"handle\": %" PRIu64
-                  ", \"expired\": %s, \"frozen_ms\": %lld, "
+                  ", \"expired\": %s, \"interrupted\": %s, \"frozen_ms\": %lld, "
                   "\"remaining_ms\": %lld, \"mount_points\": %s}",
                   i ? ", " : "", h.id, h.expired ? "true" : "false",
-                  static_cast<long long>(h.frozen_ms), static_cast<long long>(h.remaining_ms),
-                  JsonList(h.mount_points).c_str());
+                  h.interrupted ? "true" : "false", static_cast<long long>(h.frozen_ms),
+                  static_cast<long long>(h.remaining_ms), JsonList(h.mount_points).c_str());
     }
     std::printf("], \"counts\": {");
     bool first = true;
@@ -298,12 +321,12 @@ int StatusMain(int argc, char** argv) {
     std::printf("}, \"stale_frozen\": %s}\n", JsonList(st->stale_frozen).c_str());
     return kExitOk;
   }
+  if (!st->stale_frozen.empty()) {
+    std::printf("LEFT FROZEN by a killed process: %s\nrun 'strata thaw --all' to thaw them\n",
+                Joined(st->stale_frozen).c_str());
+  }
   if (!st->running) {
     std::printf("no quiesce daemon running (%s)\n", dir.c_str());
-    if (!st->stale_frozen.empty()) {
-      std::printf("LEFT FROZEN by a killed daemon: %s\nrun 'strata thaw --all' to thaw them\n",
-                  Joined(st->stale_frozen).c_str());
-    }
     return kExitOk;
   }
   std::printf("quiesce daemon pid %lld, backend %s\n", static_cast<long long>(st->pid),
@@ -311,8 +334,9 @@ int StatusMain(int argc, char** argv) {
   for (const auto& h : st->handles) {
     std::printf("handle %" PRIu64 ": %s, frozen %lld ms, %s\n", h.id,
                 Joined(h.mount_points).c_str(), static_cast<long long>(h.frozen_ms),
-                h.expired ? "EXPIRED (thawed by the watchdog)"
-                          : ("deadline in " + std::to_string(h.remaining_ms) + " ms").c_str());
+                h.expired       ? "EXPIRED (thawed by the watchdog)"
+                : h.interrupted ? ("NOT quiesced: " + h.interruption).c_str()
+                                : ("deadline in " + std::to_string(h.remaining_ms) + " ms").c_str());
   }
   for (const auto& [m, n] : st->counts) std::printf("frozen %s (count %d)\n", m.c_str(), n);
   return kExitOk;

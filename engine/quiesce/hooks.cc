@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <filesystem>
 
 #include "engine/quiesce/process.h"
@@ -39,12 +40,42 @@ Status RunOne(const std::string& hook, const char* arg, std::chrono::millisecond
   return Status::Ok();
 }
 
+std::string Octal(mode_t mode) {
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(mode & 07777));
+  return buf;
+}
+
+// Hooks run with our privileges (root, to freeze), so like sudo and cron we
+// run only what root (or the user we run as) owns and nobody else can
+// change: the directory and each hook must be owned by uid 0 or our euid
+// and not writable by group or others.
+Status CheckTrusted(const std::string& path, const char* what, const struct stat& st) {
+  uid_t me = ::geteuid();
+  if (st.st_uid != 0 && st.st_uid != me) {
+    return Status::InvalidArgument(std::string(what) + " " + path + ": owned by uid " +
+                                   std::to_string(st.st_uid) + ", not root" +
+                                   (me != 0 ? " or uid " + std::to_string(me) : std::string()) +
+                                   "; refusing to run hooks from it");
+  }
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    return Status::InvalidArgument(
+        std::string(what) + " " + path + ": writable by " +
+        ((st.st_mode & S_IWOTH) != 0 ? "others" : "group") + " (mode " + Octal(st.st_mode) +
+        "); refusing to run hooks from it (chmod go-w)");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<std::vector<std::string>> ListHooks(const std::string& dir) {
   namespace fs = std::filesystem;
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return Status::NotFound(dir + ": hook directory not found");
+  struct stat dst;
+  if (::stat(dir.c_str(), &dst) != 0) return Status::FromErrno(errno, dir);
+  STRATA_RETURN_IF_ERROR(CheckTrusted(dir, "hook directory", dst));
   std::vector<std::string> out;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     std::string name = e.path().filename().string();
@@ -52,6 +83,7 @@ Result<std::vector<std::string>> ListHooks(const std::string& dir) {
     struct stat st;
     if (::stat(e.path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
     if (::access(e.path().c_str(), X_OK) != 0) continue;
+    STRATA_RETURN_IF_ERROR(CheckTrusted(e.path().string(), "hook", st));
     out.push_back(e.path().string());
   }
   if (ec) return Status::FromErrno(ec.value(), dir);

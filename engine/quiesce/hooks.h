@@ -16,7 +16,10 @@
 namespace strata::quiesce {
 
 // The hook executables of `dir`, sorted by name. kNotFound if `dir` does not
-// exist.
+// exist. Hooks run with our privileges, so, as sudo and cron do, the
+// directory and every hook it would run must be owned by root (or by our
+// effective uid) and not writable by group or others; otherwise
+// kInvalidArgument naming the path, its owner or mode, and nothing runs.
 Result<std::vector<std::string>> ListHooks(const std::string& dir);
 
 // Runs each hook with "freeze". If one fails (non-zero exit, killed, timed

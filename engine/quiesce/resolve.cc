@@ -1,52 +1,25 @@
 #include "engine/quiesce/resolve.h"
 
+#include <fcntl.h>
+#include <libmount/libmount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <filesystem>
-#include <fstream>
+#include <cstdio>
 #include <iterator>
 #include <map>
+#include <memory>
 #include <set>
 
 namespace strata::quiesce {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::vector<std::string_view> SplitSpaces(std::string_view line) {
-  std::vector<std::string_view> out;
-  size_t i = 0;
-  while (i < line.size()) {
-    while (i < line.size() && line[i] == ' ') ++i;
-    size_t j = i;
-    while (j < line.size() && line[j] != ' ') ++j;
-    if (j > i) out.push_back(line.substr(i, j - i));
-    i = j;
-  }
-  return out;
-}
-
-// proc(5): space, tab, newline and backslash are written as \ooo.
-std::string Unescape(std::string_view s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 3 < s.size()) {
-      auto oct = [](char c) { return c >= '0' && c <= '7'; };
-      if (oct(s[i + 1]) && oct(s[i + 2]) && oct(s[i + 3])) {
-        out.push_back(
-            static_cast<char>((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0')));
-        i += 3;
-        continue;
-      }
-    }
-    out.push_back(s[i]);
-  }
-  return out;
-}
 
 bool ParseU32(std::string_view s, uint32_t* out) {
   if (s.empty()) return false;
@@ -62,10 +35,25 @@ bool ParseDev(std::string_view s, uint32_t* major, uint32_t* minor) {
 }
 
 Result<std::string> ReadSmallFile(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) return Status::FromErrno(errno, path);
-  std::string s((std::istreambuf_iterator<char>(f)), {});
-  return s;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::FromErrno(errno, path);
+  std::string s;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int err = errno;
+      ::close(fd);
+      if (n < 0) return Status::FromErrno(err, path);
+      return s;
+    }
+    s.append(buf, static_cast<size_t>(n));
+    if (s.size() > (1u << 20)) {
+      ::close(fd);
+      return Status::Corruption(path + ": larger than 1 MiB");
+    }
+  }
 }
 
 std::string DevKey(uint32_t major, uint32_t minor) {
@@ -181,48 +169,77 @@ std::string Join(const std::vector<std::string>& v, const char* sep) {
 
 }  // namespace
 
-Result<std::vector<MountEntry>> ParseMountInfo(std::string_view text, const std::string& name) {
+namespace {
+
+// libmount reports a line it cannot parse through this callback; we stop at
+// the first one.
+int OnParseError(libmnt_table* tb, const char* /*filename*/, int line) {
+  int* first = static_cast<int*>(mnt_table_get_userdata(tb));
+  if (*first == 0) *first = line;
+  return -1;
+}
+
+struct TableDeleter {
+  void operator()(libmnt_table* t) const { mnt_unref_table(t); }
+};
+struct IterDeleter {
+  void operator()(libmnt_iter* i) const { mnt_free_iter(i); }
+};
+
+// Parses mountinfo from `f` (or, when null, the file `name`) with libmount.
+Result<std::vector<MountEntry>> ParseWithLibmount(FILE* f, const std::string& name) {
+  std::unique_ptr<libmnt_table, TableDeleter> tb(mnt_new_table());
+  if (!tb) return Status::FromErrno(ENOMEM, name + ": libmount table");
+  int bad_line = 0;
+  mnt_table_set_userdata(tb.get(), &bad_line);
+  mnt_table_set_parser_errcb(tb.get(), OnParseError);
+  int rc = f != nullptr ? mnt_table_parse_stream(tb.get(), f, name.c_str())
+                        : mnt_table_parse_file(tb.get(), name.c_str());
+  if (bad_line != 0) {
+    return Status::Corruption(name + ": line " + std::to_string(bad_line) +
+                              ": not a mountinfo line (libmount cannot parse it)");
+  }
+  if (rc != 0) return Status::FromErrno(rc < 0 ? -rc : EIO, name + ": libmount");
   std::vector<MountEntry> out;
-  size_t pos = 0;
-  int line_no = 0;
-  while (pos < text.size()) {
-    size_t end = text.find('\n', pos);
-    if (end == std::string_view::npos) end = text.size();
-    std::string_view line = text.substr(pos, end - pos);
-    pos = end + 1;
-    ++line_no;
-    if (line.empty()) continue;
-    auto f = SplitSpaces(line);
-    auto where = [&](const std::string& what) {
-      return Status::Corruption(name + ": line " + std::to_string(line_no) + ": " + what);
-    };
-    size_t sep = 0;
-    for (size_t i = 6; i < f.size(); ++i) {
-      if (f[i] == "-") {
-        sep = i;
-        break;
-      }
-    }
-    if (f.size() < 6 || sep == 0) return where("missing ' - ' separator");
-    if (f.size() < sep + 3) return where("missing fstype or source after ' - '");
+  std::unique_ptr<libmnt_iter, IterDeleter> it(mnt_new_iter(MNT_ITER_FORWARD));
+  if (!it) return Status::FromErrno(ENOMEM, name + ": libmount iterator");
+  libmnt_fs* fs = nullptr;
+  while (mnt_table_next_fs(tb.get(), it.get(), &fs) == 0) {
+    auto str = [](const char* s) { return std::string(s != nullptr ? s : ""); };
     MountEntry m;
-    uint32_t parent;
-    if (!ParseU32(f[0], &m.mount_id) || !ParseU32(f[1], &parent)) {
-      return where("bad mount id '" + std::string(f[0]) + "'");
-    }
-    if (!ParseDev(f[2], &m.major, &m.minor)) {
-      return where("bad major:minor '" + std::string(f[2]) + "'");
-    }
-    m.root = Unescape(f[3]);
-    m.mount_point = Unescape(f[4]);
+    m.mount_id = static_cast<uint32_t>(mnt_fs_get_id(fs));
+    dev_t dev = mnt_fs_get_devno(fs);
+    m.major = major(dev);
+    m.minor = minor(dev);
+    m.root = str(mnt_fs_get_root(fs));
+    m.mount_point = str(mnt_fs_get_target(fs));
+    m.fs_type = str(mnt_fs_get_fstype(fs));
+    m.source = str(mnt_fs_get_source(fs));
     if (m.mount_point.empty() || m.mount_point[0] != '/') {
-      return where("mount point '" + m.mount_point + "' is not absolute");
+      return Status::Corruption(name + ": mount id " + std::to_string(m.mount_id) +
+                                ": mount point '" + m.mount_point + "' is not absolute");
     }
-    m.fs_type = Unescape(f[sep + 1]);
-    m.source = Unescape(f[sep + 2]);
     out.push_back(std::move(m));
   }
   return out;
+}
+
+}  // namespace
+
+Result<std::vector<MountEntry>> ParseMountInfo(std::string_view text, const std::string& name) {
+  if (text.empty()) return std::vector<MountEntry>{};
+  // fmemopen reads our buffer in place; libmount parses it like a file.
+  FILE* f = ::fmemopen(const_cast<char*>(text.data()), text.size(), "r");
+  if (f == nullptr) return Status::FromErrno(errno, name + ": fmemopen");
+  auto r = ParseWithLibmount(f, name);
+  std::fclose(f);
+  return r;
+}
+
+Result<std::vector<MountEntry>> ReadMountInfo(const std::string& path) {
+  // libmount opens the file itself (close-on-exec).
+  if (::access(path.c_str(), R_OK) != 0) return Status::FromErrno(errno, path);
+  return ParseWithLibmount(nullptr, path);
 }
 
 bool PathWithin(const std::string& path, const std::string& dir) {
@@ -250,8 +267,7 @@ Result<Resolution> ResolveTargets(const std::vector<std::string>& targets,
                                   const std::string& mountinfo_path,
                                   const std::string& sysfs_root) {
   if (targets.empty()) return Status::InvalidArgument("no quiesce targets given");
-  STRATA_ASSIGN_OR_RETURN(std::string text, ReadSmallFile(mountinfo_path));
-  STRATA_ASSIGN_OR_RETURN(auto mounts, ParseMountInfo(text, mountinfo_path));
+  STRATA_ASSIGN_OR_RETURN(auto mounts, ReadMountInfo(mountinfo_path));
   std::vector<Filesystem> all = Filesystems(mounts);
   Sysfs sysfs(sysfs_root);
   Resolution res;

@@ -8,8 +8,8 @@
 // selected if any of its disks is named. A path selects the filesystem that
 // contains it. Bind mounts of one superblock are one filesystem.
 //
-// ParseMountInfo is a pure codec over /proc/self/mountinfo text; Resolve
-// reads sysfs under a configurable root so tests can build a fake tree.
+// Mount tables are parsed by libmount (util-linux); Resolve reads sysfs
+// under a configurable root so tests can build a fake tree.
 #ifndef STRATA_ENGINE_QUIESCE_RESOLVE_H_
 #define STRATA_ENGINE_QUIESCE_RESOLVE_H_
 
@@ -32,9 +32,12 @@ struct MountEntry {
   std::string source;
 };
 
-// Parses mountinfo text. `name` is used in errors:
-// "/proc/self/mountinfo: line 3: missing ' - ' separator".
+// Parses mountinfo text with libmount. `name` is used in errors:
+// "/proc/self/mountinfo: line 3: not a mountinfo line (libmount cannot
+// parse it)"; a relative mount point is kCorruption as well.
 Result<std::vector<MountEntry>> ParseMountInfo(std::string_view text, const std::string& name);
+// Reads and parses a mountinfo file (e.g. /proc/self/mountinfo) the same way.
+Result<std::vector<MountEntry>> ReadMountInfo(const std::string& path);
 
 // A mounted filesystem: the unit of freezing.
 struct Filesystem {

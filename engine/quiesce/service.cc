@@ -4,9 +4,10 @@
 // fields separated by '\t', records by '\x1e', lists by '\x1f'):
 //   FREEZE deadline_ms force hook_dir confine backend qga_socket targets...
 //     -> OK id mounts | ERR code message
-//   THAW id -> OK expired frozen_ns mounts | ERR code message
-//   THAWALL -> OK (record: id expired frozen_ns mounts)...
-//   STATUS  -> OK pid backend (record: id expired frozen_ms remaining_ms mounts)...
+//   THAW id -> OK expired frozen_ns mounts interrupted interruption | ERR code message
+//   THAWALL -> OK (record: id expired frozen_ns mounts interrupted interruption)...
+//   STATUS  -> OK pid backend
+//              (record: id expired frozen_ms remaining_ms mounts interrupted interruption)...
 #include "engine/quiesce/service.h"
 
 #include <fcntl.h>
@@ -24,9 +25,10 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <iterator>
+#include <functional>
+#include <thread>
 
+#include "engine/quiesce/process.h"
 #include "engine/quiesce/qga.h"
 
 namespace strata::quiesce {
@@ -85,6 +87,13 @@ Status FromErr(const std::vector<std::string>& f) {
 int64_t ToInt(const std::string& s) { return std::strtoll(s.c_str(), nullptr, 10); }
 
 std::string SockPath(const std::string& dir) { return dir + "/sock"; }
+
+std::string Sanitized(std::string s) {
+  for (char& c : s) {
+    if (c == '\n' || c == kField || c == kRecord || c == kList) c = ' ';
+  }
+  return s;
+}
 
 Status EnsureDir(const std::string& dir) {
   std::error_code ec;
@@ -145,6 +154,12 @@ Result<std::string> ReadLine(int fd, milliseconds timeout) {
     char tmp[4096];
     ssize_t n = ::recv(fd, tmp, sizeof tmp, 0);
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == ECONNRESET) {
+      // A daemon that decided to exit closed its socket with our connection
+      // still unaccepted: it never read the request, so callers may spawn a
+      // new daemon and send it again.
+      return Status::NotFound("no quiesce daemon is running (it exited before reading the request)");
+    }
     if (n < 0) return Status::FromErrno(errno, "quiesce daemon: recv");
     if (n == 0) return Status(StatusCode::kIoError, "quiesce daemon closed the connection");
     buf.append(tmp, static_cast<size_t>(n));
@@ -171,28 +186,6 @@ class Daemon {
  public:
   Daemon(const ServiceConfig& cfg, std::unique_ptr<Backend> backend)
       : cfg_(cfg), coordinator_(std::move(backend), Options(cfg)) {}
-
-  void WriteState() {
-    auto counts = coordinator_.Counts();
-    if (counts == last_counts_ && wrote_once_) return;
-    std::string text = "pid " + std::to_string(::getpid()) + "\n";
-    for (const auto& [mp, n] : counts) {
-      text += std::to_string(n) + "\t" + mp + "\t" + coordinator_.backend_name() + "\n";
-    }
-    std::string path = cfg_.state_dir + "/frozen";
-    if (counts.empty()) {
-      ::unlink(path.c_str());
-    } else {
-      std::string tmp = path + ".tmp";
-      {
-        std::ofstream f(tmp, std::ios::trunc);
-        f << text;
-      }
-      ::rename(tmp.c_str(), path.c_str());
-    }
-    last_counts_ = counts;
-    wrote_once_ = true;
-  }
 
   std::string Handle(const std::string& line) {
     auto f = Split(line, kField);
@@ -221,13 +214,16 @@ class Daemon {
       auto r = coordinator_.Thaw(static_cast<HandleId>(ToInt(f[1])));
       if (!r.has_value()) return Err(r.error());
       return "OK" + std::string(1, kField) + (r->expired ? "1" : "0") + kField +
-             std::to_string(r->frozen_for.count()) + kField + JoinList(r->thawed);
+             std::to_string(r->frozen_for.count()) + kField + JoinList(r->thawed) + kField +
+             (r->interrupted ? "1" : "0") + kField + Sanitized(r->interruption);
     }
     if (cmd == "THAWALL") {
       std::string out = "OK";
       for (const auto& r : coordinator_.ThawAll()) {
         out += kField + (std::to_string(r.id) + kRecord + (r.expired ? "1" : "0") + kRecord +
-                         std::to_string(r.frozen_for.count()) + kRecord + JoinList(r.thawed));
+                         std::to_string(r.frozen_for.count()) + kRecord + JoinList(r.thawed) +
+                         kRecord + (r.interrupted ? "1" : "0") + kRecord +
+                         Sanitized(r.interruption));
       }
       return out;
     }
@@ -241,7 +237,8 @@ class Daemon {
         int64_t left = duration_cast<milliseconds>(h.deadline - now).count();
         out += kField + (std::to_string(h.id) + kRecord + (h.expired ? "1" : "0") + kRecord +
                          std::to_string(frozen) + kRecord + std::to_string(left) + kRecord +
-                         JoinList(h.mount_points));
+                         JoinList(h.mount_points) + kRecord + (h.interrupted ? "1" : "0") +
+                         kRecord + Sanitized(h.interruption));
       }
       return out;
     }
@@ -251,6 +248,7 @@ class Daemon {
   // Idle when nothing is held, or only expired handles nobody collected
   // for a minute.
   bool Idle(Clock::time_point last_activity) {
+    if (coordinator_.Busy()) return false;  // e.g. a signal thaw in progress
     auto hs = coordinator_.Handles();
     if (hs.empty()) return true;
     for (const auto& h : hs) {
@@ -266,26 +264,54 @@ class Daemon {
     Coordinator::Options o;
     o.protected_paths = cfg.protected_paths;
     o.protected_paths.push_back(cfg.state_dir);
+    o.journal_dir = cfg.state_dir;
+    o.on_step = TestSteps();
     return o;
   }
+
+  // Test-only observation points, from the environment of the client that
+  // spawned the daemon: STRATA_QUIESCE_TEST_STEP_SLEEP_US=N sleeps N us at
+  // every step, STRATA_QUIESCE_TEST_STOP_AT=NAME stops the daemon (SIGSTOP)
+  // at every step NAME, so a test can SIGKILL it exactly there.
+  static std::function<void(const char*)> TestSteps() {
+    const char* sleep_env = std::getenv("STRATA_QUIESCE_TEST_STEP_SLEEP_US");
+    const char* stop_env = std::getenv("STRATA_QUIESCE_TEST_STOP_AT");
+    if ((sleep_env == nullptr || *sleep_env == 0) && (stop_env == nullptr || *stop_env == 0)) {
+      return nullptr;
+    }
+    int64_t sleep_us = sleep_env != nullptr ? std::strtoll(sleep_env, nullptr, 10) : 0;
+    std::string stop_at = stop_env != nullptr ? stop_env : "";
+    return [sleep_us, stop_at](const char* step) {
+      if (sleep_us > 0) std::this_thread::sleep_for(std::chrono::microseconds(sleep_us));
+      if (!stop_at.empty() && stop_at == step) ::raise(SIGSTOP);
+    };
+  }
+
   ServiceConfig cfg_;
   Coordinator coordinator_;
-  std::map<std::string, int> last_counts_;
-  bool wrote_once_ = false;
 };
 
 // Runs in the forked child. Never returns.
 [[noreturn]] void DaemonMain(const ServiceConfig& cfg, int lock_fd, int ready_fd) {
   ::setsid();
-  int null = ::open("/dev/null", O_RDWR);
+  // Keep only what the daemon needs: the client's other descriptors (its
+  // spawn.lock above all, whose flock would otherwise live as long as the
+  // daemon) must not be inherited.
+  int keep[] = {lock_fd, ready_fd};
+  internal::CloseDescriptorsExcept(keep, 2);
+  int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
   if (null >= 0) {
     ::dup2(null, 0);
     ::dup2(null, 1);
+    ::close(null);
   }
   int log = ::open((cfg.state_dir + "/daemon.log").c_str(),
                    O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-  if (log >= 0) ::dup2(log, 2);
-  (void)lock_fd;  // held (flock) until we exit
+  if (log >= 0) {
+    ::dup2(log, 2);
+    ::close(log);
+  }
+  (void)lock_fd;  // held (flock) until we exit; O_CLOEXEC, so hooks never get it
 
   std::string path = SockPath(cfg.state_dir);
   ::unlink(path.c_str());
@@ -323,7 +349,6 @@ class Daemon {
           served = true;
         }
       }
-      d.WriteState();
       bool startup_grace = !served && Clock::now() - last < std::chrono::seconds(10);
       if (!startup_grace && d.Idle(last)) break;
     }
@@ -332,10 +357,8 @@ class Daemon {
     ::unlink(path.c_str());
     ::close(lfd);
     (void)d.coordinator().ThawAll();
-    d.WriteState();
     (void)InstallSignalThaw(nullptr);
   }
-  ::unlink((cfg.state_dir + "/frozen").c_str());
   ::_exit(0);
 }
 
@@ -353,8 +376,19 @@ Result<int> Lock(const std::string& path, bool nonblock) {
 }
 
 Status SpawnDaemon(const ServiceConfig& cfg) {
-  STRATA_ASSIGN_OR_RETURN(int lock_fd, Lock(cfg.state_dir + "/daemon.lock", true));
-  if (lock_fd < 0) return Status::Ok();  // one is running (or starting)
+  // We hold spawn.lock, so no daemon is starting: one that still holds
+  // daemon.lock but did not answer is exiting. Wait for it to go.
+  std::string lock_path = cfg.state_dir + "/daemon.lock";
+  int lock_fd = -1;
+  for (int i = 0; i < 3000; ++i) {
+    STRATA_ASSIGN_OR_RETURN(lock_fd, Lock(lock_path, true));
+    if (lock_fd >= 0) break;
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  if (lock_fd < 0) {
+    return Status::Busy(lock_path + ": held by a quiesce daemon that does not answer on " +
+                        SockPath(cfg.state_dir));
+  }
   int pipefd[2];
   if (::pipe2(pipefd, O_CLOEXEC) != 0) {
     ::close(lock_fd);
@@ -425,6 +459,24 @@ Result<std::pair<HandleId, std::vector<std::string>>> ServiceFreeze(const Servic
   return std::make_pair(static_cast<HandleId>(ToInt(f[1])), SplitList(f[2]));
 }
 
+Status PrepareStateDir(const std::string& dir) { return EnsureDir(dir); }
+
+namespace {
+
+ThawReport ParseReport(const std::vector<std::string>& f, size_t first) {
+  ThawReport r;
+  r.expired = f[first] == "1";
+  r.frozen_for = std::chrono::nanoseconds(ToInt(f[first + 1]));
+  r.thawed = SplitList(f[first + 2]);
+  if (f.size() > first + 4) {
+    r.interrupted = f[first + 3] == "1";
+    r.interruption = f[first + 4];
+  }
+  return r;
+}
+
+}  // namespace
+
 Result<ThawReport> ServiceThaw(const std::string& state_dir, HandleId id) {
   auto reply =
       Call(state_dir, "THAW" + std::string(1, kField) + std::to_string(id), milliseconds(120000));
@@ -438,11 +490,8 @@ Result<ThawReport> ServiceThaw(const std::string& state_dir, HandleId id) {
   }
   const auto& f = *reply;
   if (f.size() < 4) return Status::Corruption("quiesce daemon: short THAW reply");
-  ThawReport r;
+  ThawReport r = ParseReport(f, 1);
   r.id = id;
-  r.expired = f[1] == "1";
-  r.frozen_for = std::chrono::nanoseconds(ToInt(f[2]));
-  r.thawed = SplitList(f[3]);
   return r;
 }
 
@@ -453,51 +502,20 @@ Result<ThawAllReport> ThawAllAndRecover(const std::string& state_dir) {
     for (size_t i = 1; i < reply->size(); ++i) {
       auto rec = Split((*reply)[i], kRecord);
       if (rec.size() < 4) continue;
-      ThawReport r;
+      ThawReport r = ParseReport(rec, 1);
       r.id = static_cast<HandleId>(ToInt(rec[0]));
-      r.expired = rec[1] == "1";
-      r.frozen_for = std::chrono::nanoseconds(ToInt(rec[2]));
-      r.thawed = SplitList(rec[3]);
       out.thawed.push_back(r);
     }
   } else if (reply.error().code() != StatusCode::kNotFound) {
     return reply.error();
   }
-  // Recovery after SIGKILL: only when no daemon holds daemon.lock.
-  std::string frozen = state_dir + "/frozen";
-  if (!fs::exists(frozen)) return out;
-  STRATA_ASSIGN_OR_RETURN(int lock, Lock(state_dir + "/daemon.lock", true));
-  if (lock < 0) return out;  // a live daemon owns the file
-  std::ifstream f(frozen);
-  std::string line;
-  std::vector<Filesystem> stale;
-  while (std::getline(f, line)) {
-    auto parts = Split(line, '\t');
-    if (parts.size() < 3 || parts[1].empty() || parts[1][0] != '/') continue;
-    if (parts[2] != "fifreeze") {
-      // Held inside a guest by qemu-ga: a local FITHAW would hit the host's
-      // namesake (or nothing). Report it; the operator thaws via the agent.
-      out.not_recovered.push_back(parts[1] + " (" + parts[2] + ")");
-      continue;
-    }
-    Filesystem fsys;
-    fsys.mount_point = parts[1];
-    stale.push_back(fsys);
-  }
-  auto backend = MakeFifreezeBackend();
-  Status first;
-  for (const auto& s : stale) {
-    Status st = backend->Thaw({s});
-    // EINVAL: not frozen any more (someone thawed it); that is fine.
-    if (st.ok() || st.code() == StatusCode::kInvalidArgument) {
-      out.recovered.push_back(s.mount_point);
-    } else if (first.ok()) {
-      first = st;
-    }
-  }
-  if (first.ok() && out.not_recovered.empty()) ::unlink(frozen.c_str());
-  ::close(lock);
-  if (!first.ok()) return first.WithContext("recovering " + frozen);
+  // Journals of processes that died holding freezes (the daemon's own
+  // journal is skipped while it lives: it holds the flock).
+  STRATA_ASSIGN_OR_RETURN(RecoveryReport rec, RecoverJournals(state_dir));
+  out.recovered = std::move(rec.thawed);
+  out.not_frozen = std::move(rec.not_frozen);
+  out.not_recovered = std::move(rec.failed);
+  out.live = std::move(rec.live);
   return out;
 }
 
@@ -520,21 +538,23 @@ Result<ServiceStatus> GetServiceStatus(const std::string& state_dir) {
       h.frozen_ms = ToInt(rec[2]);
       h.remaining_ms = ToInt(rec[3]);
       h.mount_points = SplitList(rec[4]);
+      if (rec.size() >= 7) {
+        h.interrupted = rec[5] == "1";
+        h.interruption = rec[6];
+      }
       if (!h.expired) {
         for (const auto& m : h.mount_points) ++st.counts[m];
       }
       st.handles.push_back(h);
     }
-    return st;
+  } else if (reply.error().code() != StatusCode::kNotFound) {
+    return reply.error();
   }
-  if (reply.error().code() != StatusCode::kNotFound) return reply.error();
-  std::ifstream f(state_dir + "/frozen");
-  std::string line;
-  while (std::getline(f, line)) {
-    auto parts = Split(line, '\t');
-    if (parts.size() >= 3 && !parts[1].empty() && parts[1][0] == '/') {
-      st.stale_frozen.push_back(parts[1]);
-    }
+  STRATA_ASSIGN_OR_RETURN(auto stale, StaleJournalEntries(state_dir));
+  for (const auto& e : stale) {
+    st.stale_frozen.push_back(e.backend == "fifreeze"
+                                  ? e.mount_point
+                                  : e.mount_point + " (" + e.backend + " " + e.target + ")");
   }
   return st;
 }

@@ -3,17 +3,17 @@
 // counts and deadlines exactly as the library does in one process.
 //
 // State directory (default /run/strata/quiesce, or $STRATA_QUIESCE_DIR):
-//   sock         unix socket the daemon listens on (mode 0600)
-//   daemon.lock  flock held by the daemon for its whole life
-//   spawn.lock   flock serialising "connect or spawn" among clients
-//   frozen       what is frozen right now, rewritten atomically on every
-//                change: "pid N" then one line per filesystem
-//                "<count>\t<mount point>\t<backend>"
-//   daemon.log   the daemon's stderr
+//   sock            unix socket the daemon listens on (mode 0600)
+//   daemon.lock     flock held by the daemon for its whole life
+//   spawn.lock      flock serialising "connect or spawn" among clients
+//   journal-PID-N   freeze journal of a live or dead process (journal.h):
+//                   written before every freeze, flocked by its owner
+//   daemon.log      the daemon's stderr
 // The daemon thaws on deadline expiry (watchdog), on SIGINT/SIGTERM, and
-// exits once nothing is held. SIGKILL of the daemon leaves filesystems
-// frozen and `frozen` on disk; ThawAllAndRecover() then FITHAWs every mount
-// point listed there (only when daemon.lock shows no daemon) and removes it.
+// exits once nothing is held. SIGKILL of the daemon (or of `strata freeze
+// --exec`) leaves filesystems frozen and its journal on disk;
+// ThawAllAndRecover() then thaws what every journal no live process holds
+// names (RecoverJournals) and removes the journals it settled.
 //
 // Spawning forks without exec: call the client functions from a
 // single-threaded process (the CLI). Programs linking strata should use a
@@ -44,6 +44,8 @@ std::string DefaultStateDir();
 struct ServiceHandle {
   HandleId id = 0;
   bool expired = false;
+  bool interrupted = false;  // see HandleStatus::interrupted
+  std::string interruption;
   int64_t frozen_ms = 0;     // since freeze (or freeze to expiry)
   int64_t remaining_ms = 0;  // until the deadline; <= 0 once expired
   std::vector<std::string> mount_points;
@@ -55,10 +57,13 @@ struct ServiceStatus {
   std::string backend;
   std::vector<ServiceHandle> handles;
   std::map<std::string, int> counts;
-  // Mount points the `frozen` file lists while no daemon runs (after a
-  // SIGKILL): still frozen until `strata thaw --all`.
+  // Mount points that journals of dead processes (a SIGKILLed daemon or
+  // --exec) name: frozen, or about to be, until `strata thaw --all`.
   std::vector<std::string> stale_frozen;
 };
+
+// Creates the state directory (mode 0700) if needed.
+Status PrepareStateDir(const std::string& dir);
 
 // Freezes through the daemon (spawned if absent). Returns the handle id and
 // the mount points it froze.
@@ -68,12 +73,15 @@ Result<std::pair<HandleId, std::vector<std::string>>> ServiceFreeze(const Servic
 Result<ThawReport> ServiceThaw(const std::string& state_dir, HandleId id);
 
 struct ThawAllReport {
-  std::vector<ThawReport> thawed;      // handles the daemon released
-  std::vector<std::string> recovered;  // stale mounts FITHAWed after a crash
-  // Stale entries of another backend (qga: frozen inside a guest), left in
-  // the state file: thaw them with guest-fsfreeze-thaw.
-  std::vector<std::string> not_recovered;
+  std::vector<ThawReport> thawed;  // handles the daemon released
+  // From the journals of dead processes (RecoverJournals):
+  std::vector<std::string> recovered;   // were frozen, thawed now
+  std::vector<std::string> not_frozen;  // journaled but not frozen
+  std::vector<std::string> not_recovered;  // with the reason; journal kept
+  std::vector<std::string> live;           // journals of processes still running
 };
+// Asks a live daemon to thaw every handle, then recovers the journals in
+// `state_dir` that no live process holds.
 Result<ThawAllReport> ThawAllAndRecover(const std::string& state_dir);
 
 Result<ServiceStatus> GetServiceStatus(const std::string& state_dir);
