@@ -62,7 +62,7 @@ TEST(CheckpointQuiesce, FreezesChecksAndThaws) {
   std::string trk = dir.File("trk");
   RunOk(S("tracker init --tracker " + ShellQuote(trk) + " --size 1G"));
   std::string marker = dir.File("exec-ran");
-  std::string conf = " --confine " + ShellQuote(dir.path());
+  std::string conf = " --confine " + ShellQuote(dir.path()) + " --state-dir " + ShellQuote(dir.File("qstate"));
   auto r = RunCommand(S("checkpoint --json --tracker " + ShellQuote(trk) + " cp1 --quiesce " +
                         ShellQuote(fs.mnt()) + conf + " --exec " +
                         ShellQuote("touch " + marker)));
@@ -102,7 +102,8 @@ TEST(CheckpointQuiesce, BackupTakesItsCheckpointFrozen) {
   if (!fs.skip().empty()) GTEST_SKIP() << fs.skip();
   std::string trk = dir.File("trk"), repo = dir.File("repo"), disk = dir.File("disk.raw");
   std::string R = " --repo " + ShellQuote(repo) + " ", T = " --tracker " + ShellQuote(trk) + " ";
-  std::string Q = " --quiesce " + ShellQuote(fs.mnt()) + " --confine " + ShellQuote(dir.path()) + " ";
+  std::string Q = " --quiesce " + ShellQuote(fs.mnt()) + " --confine " + ShellQuote(dir.path()) +
+                  " --state-dir " + ShellQuote(dir.File("qstate")) + " ";
   RunOk(S("generate --size 8M --fill 0.5 --seed 3 " + ShellQuote(disk)));
   RunOk(S("init " + ShellQuote(repo)));
   RunOk(S("tracker init" + T + "--size 8M"));

@@ -222,7 +222,8 @@ Options:
                     ends where this one starts); not with --full
   --quiesce TARGET  take the checkpoint or bitmap inside a freeze window
                     (repeatable; with --exec, --deadline, --hooks, --protect,
-                    --confine, --force-freeze as for 'strata checkpoint')
+                    --confine, --force-freeze, --state-dir as for
+                    'strata checkpoint'; the freeze is journaled first)
   --format FMT      raw, qcow2 or auto (default; a known disk keeps its format)
   --granularity N   block size of a full backup (default 64K; incrementals
                     take the parent's)

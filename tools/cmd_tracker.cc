@@ -60,7 +60,10 @@ freeze (FIFREEZE), the checkpoint is sealed and --exec CMD runs (e.g. a
 storage snapshot), then everything thaws. The window never outlasts
 --deadline (default 10 s): if it expires the filesystems are thawed and the
 checkpoint is reported as not quiesced. The filesystems holding the tracker
-state, --protect paths and / are refused (--force-freeze overrides).
+state, --protect paths and / are refused (--force-freeze overrides). The
+freeze is journaled in --state-dir (default $STRATA_QUIESCE_DIR or
+/run/strata/quiesce) before it happens: if this process is killed inside the
+window, 'strata thaw --all' finds and thaws it.
 Exit status: 0 success, 1 failure (e.g. NAME exists), 2 usage error.
 )";
 

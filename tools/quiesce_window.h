@@ -1,6 +1,7 @@
 // The freeze-window flags shared by `strata checkpoint` and `strata backup`
 // (--quiesce TARGET... --exec --deadline --hooks --protect --confine
-// --force-freeze) and running a step inside that window.
+// --force-freeze --state-dir) and running a step inside that window, with
+// the freeze journaled in the state directory (docs/design/quiesce.md).
 #ifndef STRATA_TOOLS_QUIESCE_WINDOW_H_
 #define STRATA_TOOLS_QUIESCE_WINDOW_H_
 
@@ -21,6 +22,7 @@ struct FreezeWindow {
   bool enabled = false;  // --quiesce given
   quiesce::QuiesceRequest request;
   std::vector<std::string> protected_paths;  // never frozen (e.g. where state is written)
+  std::string state_dir;                     // where the freeze is journaled (--state-dir)
 };
 
 // kInvalidArgument (a usage error) for a window flag without --quiesce or a
