@@ -3,11 +3,13 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
+#include <map>
 #include <random>
 #include <regex>
 
@@ -208,6 +210,18 @@ TEST(BackupCli, RefusalsAndUsage) {
   EXPECT_EQ(RunCommand(S("backup --repo " + ShellQuote(repo) + " --full --scan " + ShellQuote(disk))).exit_code, 2);
   EXPECT_EQ(RunCommand(S("backup --repo " + ShellQuote(repo) + " --full --level 99 " + ShellQuote(disk))).exit_code, 2);
   EXPECT_EQ(RunCommand(S("restore --repo " + ShellQuote(repo) + " --backup zz " + dir.File("o"))).exit_code, 2);
+  // Usage errors exit 2 (issue 11), before anything is opened.
+  for (const char* bad : {"--full --granularity 3000", "--scan --parent zz", "--full --format vmdk",
+                          "--scan --granularity 64K", "--full --lock-wait x", "--scan --quiesce /"}) {
+    auto r = RunCommand(S("backup --repo " + ShellQuote(repo) + " " + bad + " " + ShellQuote(disk)));
+    EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.err;
+  }
+  for (const char* bad : {"--level 3", "--chunk-size 1M"}) {
+    auto r = RunCommand(S("restore --repo " + ShellQuote(repo) + " " + bad + " " + ShellQuote(dir.File("o"))));
+    EXPECT_EQ(r.exit_code, 2) << "restore " << bad << " does nothing: " << r.err;
+  }
+  EXPECT_EQ(RunCommand(S("merge --repo " + ShellQuote(repo) + " --remove latest --level 3")).exit_code, 2);
+
   EXPECT_EQ(RunCommand(S("nosuchcommand")).exit_code, 2);
   auto help = RunCommand(S("backup --help"));
   EXPECT_EQ(help.exit_code, 0);
@@ -258,6 +272,205 @@ TEST(BackupCli, KillDuringBackupLeavesRepositoryIntact) {
     }
   }
   EXPECT_GT(killed, 0);
+}
+
+// Issue 11: kill -9 of `merge --remove` at random moments. The next writer
+// finishes the journaled removal (never folding a child twice), and every
+// other backup restores exactly as before.
+TEST(BackupCli, KillDuringMergeIsFinishedByTheNextWriter) {
+  testing::TempDir dir;
+  std::mt19937_64 rng(testing::TestSeed());
+  std::string disk = dir.File("disk.raw"), repo = dir.File("repo");
+  std::string R = " --repo " + ShellQuote(repo) + " ";
+  RunOk(S("generate --size 48M --fill 0.6 --seed 3 " + ShellQuote(disk)));
+  RunOk(S("init " + ShellQuote(repo)));
+  std::map<std::string, std::vector<uint8_t>> content;
+  auto take = [&](const std::string& how) {
+    Json j = BackupJson(R + how + " " + ShellQuote(disk));
+    content[j["id"].get<std::string>()] = testing::ReadFileBytes(disk);
+  };
+  take("--full --level 3");
+  int killed = 0, finished_by_next = 0;
+  for (int round = 0; round < 6; ++round) {
+    Scribble(disk, rng, 40);
+    take("--scan --level 3");
+    Scribble(disk, rng, 40);
+    take("--scan --level 3");
+    auto ids = Ids(repo);
+    const std::string victim = ids[ids.size() - 2];  // a middle backup with a child
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      int null = ::open("/dev/null", O_WRONLY);
+      ::dup2(null, 1);
+      ::dup2(null, 2);
+      std::string tool = testing::Tool("strata");
+      ::execl(tool.c_str(), "strata", "merge", "--repo", repo.c_str(), "--remove", victim.c_str(),
+              static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    ::usleep(static_cast<useconds_t>(rng() % 150000));
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    if (WIFSIGNALED(status)) ++killed;
+    auto resume = RunCommand(S("merge --resume" + R));
+    ASSERT_EQ(resume.exit_code, 0) << resume.err;
+    if (resume.out.find("completed") != std::string::npos) ++finished_by_next;
+    auto v = RunCommand(S("verify" + R));
+    ASSERT_EQ(v.exit_code, 0) << "round " << round << ": " << v.err;
+    // The victim is gone or still whole; every backup restores as it was.
+    for (const std::string& id : Ids(repo)) {
+      std::string out = dir.File("o.raw");
+      std::filesystem::remove(out);
+      RunOk(S("restore" + R + "--backup " + id + " " + ShellQuote(out)));
+      ASSERT_TRUE(testing::ReadFileBytes(out) == content[id]) << "round " << round << ": backup " << id;
+    }
+    // Keep the repository small.
+    if (Ids(repo).size() > 4) RunOk(S("merge" + R + "--remove " + Ids(repo)[1]));
+  }
+  EXPECT_GT(killed, 0);
+  std::printf("merges killed: %d, finished by the next writer: %d\n", killed, finished_by_next);
+}
+
+// Issue 11: one flipped catalog byte makes the repository unusable though
+// every archive is intact; `strata repair` rebuilds the catalog from the
+// archives' headers (dry run first, then --apply), and adopts an archive the
+// catalog lost.
+TEST(BackupCli, RepairRebuildsTheCatalogFromTheArchives) {
+  testing::TempDir dir;
+  std::mt19937_64 rng(testing::TestSeed());
+  std::string disk = dir.File("disk.raw"), repo = dir.File("repo"), trk = dir.File("trk");
+  std::string R = " --repo " + ShellQuote(repo) + " ", T = " --tracker " + ShellQuote(trk) + " ";
+  RunOk(S("generate --size 16M --fill 0.5 --seed 8 " + ShellQuote(disk)));
+  RunOk(S("init " + ShellQuote(repo)));
+  RunOk(S("tracker init" + T + "--size 16M"));
+  std::map<std::string, std::vector<uint8_t>> content;
+  Json full = BackupJson(R + "--full" + T + ShellQuote(disk));
+  content[full["id"]] = testing::ReadFileBytes(disk);
+  for (int i = 0; i < 3; ++i) {
+    RunOk(S("scribble" + T + "--bytes 256K --seed " + std::to_string(i + 1) + " " + ShellQuote(disk)));
+    Json inc = BackupJson(R + T + ShellQuote(disk));
+    content[inc["id"]] = testing::ReadFileBytes(disk);
+  }
+  auto clean = RunCommand(S("repair" + R));
+  EXPECT_EQ(clean.exit_code, 0) << clean.out << clean.err;
+  EXPECT_NE(clean.out.find("agree: 4 backups"), std::string::npos) << clean.out;
+  // A flipped byte: nothing works, nothing is changed.
+  std::string catalog = repo + "/catalog";
+  auto cat = testing::ReadFileBytes(catalog);
+  cat[cat.size() / 2] ^= 0x20;
+  testing::WriteFileBytes(catalog, cat);
+  EXPECT_EQ(RunCommand(S("list" + R)).exit_code, 1);
+  auto dry = RunCommand(S("repair --json" + R));
+  EXPECT_EQ(dry.exit_code, 1) << dry.err;
+  Json plan = ParseJson(dry.out);
+  EXPECT_FALSE(plan["catalog_ok"].get<bool>());
+  EXPECT_EQ(plan["added"].size(), 4u) << plan;
+  EXPECT_FALSE(plan["applied"].get<bool>());
+  EXPECT_TRUE(testing::ReadFileBytes(catalog) == cat);  // a dry run changes nothing
+  RunOk(S("repair --apply" + R));
+  RunOk(S("verify" + R));
+  for (const auto& [id, bytes] : content) {
+    std::string out = dir.File("o.raw");
+    std::filesystem::remove(out);
+    RunOk(S("restore" + R + "--backup " + id + " " + ShellQuote(out)));
+    EXPECT_TRUE(testing::ReadFileBytes(out) == bytes) << id;
+  }
+  // The chain continues from where it ended.
+  RunOk(S("scribble" + T + "--bytes 256K --seed 9 " + ShellQuote(disk)));
+  Json next = BackupJson(R + T + ShellQuote(disk));
+  EXPECT_FALSE(next["parent"].is_null());
+  // An archive the catalog does not name: verify reports it, repair adopts it.
+  auto ids = Ids(repo);
+  std::string keep = repo + "/catalog.keep";
+  std::filesystem::copy_file(catalog, keep);
+  RunOk(S("scribble" + T + "--bytes 256K --seed 10 " + ShellQuote(disk)));
+  Json lost = BackupJson(R + T + ShellQuote(disk));
+  std::filesystem::copy_file(keep, catalog, std::filesystem::copy_options::overwrite_existing);
+  auto v = RunCommand(S("verify" + R));
+  EXPECT_EQ(v.exit_code, 1);
+  EXPECT_NE(v.err.find("no catalog entry names"), std::string::npos) << v.err;
+  RunOk(S("repair --apply" + R));
+  EXPECT_EQ(Ids(repo).size(), ids.size() + 1);
+  RunOk(S("verify" + R));
+  (void)rng;
+}
+
+// Issue 11: restore outputs are private, never reached through a link, and
+// a failed restore leaves nothing that looks like a restored disk.
+TEST(BackupCli, RestoreOutputIsSafe) {
+  testing::TempDir dir;
+  std::string disk = dir.File("disk.raw"), repo = dir.File("repo");
+  std::string R = " --repo " + ShellQuote(repo) + " ";
+  RunOk(S("generate --size 8M --fill 0.5 --seed 6 " + ShellQuote(disk)));
+  RunOk(S("init " + ShellQuote(repo)));
+  Json full = BackupJson(R + "--full " + ShellQuote(disk));
+  std::string out = dir.File("out.raw");
+  RunOk(S("restore" + R + ShellQuote(out)));
+  struct stat st;
+  ASSERT_EQ(::stat(out.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ASSERT_EQ(::stat((repo + "/catalog").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  ASSERT_EQ(::stat((repo + "/archives").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  // A symbolic link is refused even with --force; its target is untouched.
+  std::string target = dir.File("target"), link = dir.File("link.raw");
+  testing::WriteFileBytes(target, {1, 2, 3});
+  std::filesystem::create_symlink(target, link);
+  auto l = RunCommand(S("restore --force" + R + ShellQuote(link)));
+  EXPECT_EQ(l.exit_code, 1) << l.err;
+  EXPECT_NE(l.err.find("symbolic link"), std::string::npos) << l.err;
+  EXPECT_EQ(testing::ReadFileBytes(target), (std::vector<uint8_t>{1, 2, 3}));
+  // A restore that fails (a damaged archive) removes the file it created.
+  std::string archive = repo + "/archives/" + full["id"].get<std::string>() + ".sar";
+  auto bytes = testing::ReadFileBytes(archive);
+  auto bad = bytes;
+  bad[bad.size() / 2] ^= 1;  // inside a frame: found while restoring
+  testing::WriteFileBytes(archive, bad);
+  std::string failed = dir.File("failed.raw");
+  auto f = RunCommand(S("restore" + R + ShellQuote(failed)));
+  EXPECT_EQ(f.exit_code, 1);
+  EXPECT_FALSE(std::filesystem::exists(failed)) << "a failed restore left its output";
+  testing::WriteFileBytes(archive, bytes);
+}
+
+// Issue 11: readers share the repository; a writer waits for them (or fails
+// at once without --lock-wait).
+TEST(BackupCli, ReadersShareWritersWait) {
+  testing::TempDir dir;
+  std::string disk = dir.File("disk.raw"), repo = dir.File("repo");
+  std::string R = " --repo " + ShellQuote(repo) + " ";
+  RunOk(S("generate --size 64M --fill 0.9 --seed 6 " + ShellQuote(disk)));
+  RunOk(S("init " + ShellQuote(repo)));
+  BackupJson(R + "--full --level 9 " + ShellQuote(disk));
+  // A slow reader (verify) holds the shared lock.
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    int null = ::open("/dev/null", O_WRONLY);
+    ::dup2(null, 1);
+    ::dup2(null, 2);
+    std::string tool = testing::Tool("strata");
+    ::execl(tool.c_str(), "strata", "verify", "--repo", repo.c_str(), "--against", disk.c_str(),
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::usleep(100000);
+  auto list = RunCommand(S("list" + R));  // another reader: fine
+  EXPECT_EQ(list.exit_code, 0) << list.err;
+  auto busy = RunCommand(S("backup" + R + "--scan " + ShellQuote(disk)));
+  int status = 0;
+  if (::waitpid(pid, &status, WNOHANG) == 0) {  // the reader was still running
+    EXPECT_EQ(busy.exit_code, 1);
+    EXPECT_NE(busy.err.find("in use"), std::string::npos) << busy.err;
+    EXPECT_NE(busy.err.find("--lock-wait"), std::string::npos) << busy.err;
+  }
+  auto waited = RunCommand(S("backup --lock-wait 60" + R + "--scan " + ShellQuote(disk)));
+  EXPECT_EQ(waited.exit_code, 0) << waited.err;
+  ::waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
 TEST(BackupCli, DemoRunsTheWholeJob) {

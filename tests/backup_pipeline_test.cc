@@ -9,6 +9,7 @@
 #include <random>
 
 #include "engine/backup/pipeline.h"
+#include "formats/env.h"
 #include "formats/open_image.h"
 #include "formats/raw/raw_image.h"
 #include "tests/test_util.h"
@@ -273,6 +274,114 @@ TEST(Pipeline, ChainChecksRefuseWrongParents) {
   EXPECT_EQ(s.code(), StatusCode::kCorruption);
   EXPECT_EQ(CheckChain({inc.get()}).code(), StatusCode::kNotFound);
   EXPECT_FALSE(RunRestore({inc.get(), full2.get()}, dir.File("o"), {}).has_value());
+}
+
+// Issue 11: the archive's storage fails (power gone, disk full) while reads
+// are in flight through io_uring; every read is reaped before its buffer is
+// freed (ASan reports it otherwise), and no archive appears.
+TEST(Pipeline, FailedArchiveWriteReapsReadsInFlight) {
+  testing::TempDir dir;
+  const std::string disk = dir.File("disk.raw");
+  std::mt19937_64 rng(testing::TestSeed());
+  {
+    std::vector<uint8_t> data(48 << 20);
+    for (auto& b : data) b = static_cast<uint8_t>(rng() % 7);  // compressible, not zero
+    testing::WriteFileBytes(disk, data);
+  }
+  auto img = OpenImage(disk);
+  ASSERT_TRUE(img.has_value());
+  ExtentSet set = *ExtentSet::Create((*img)->size(), Granularity::Default());
+  ASSERT_TRUE(set.AddBlocks({0, set.disk_blocks()}).ok());
+  for (uint64_t cut : {1, 2, 3, 5, 8}) {
+    FaultEnv env;
+    ASSERT_TRUE(env.MakeDir("/a").ok());
+    PipelineOptions opt;
+    opt.env = &env;
+    opt.queue_depth = 32;
+    opt.chunk_size = 256 << 10;  // many reads in flight per archive write
+    env.CutAfter(cut);
+    ArchiveHeader h;
+    h.id = NewArchiveId();
+    auto st = RunBackup(**img, set, h, "/a/x.sar", opt);
+    ASSERT_FALSE(st.has_value()) << "cut " << cut;
+    env.PowerCut();
+    auto names = env.ListDir("/a");
+    EXPECT_TRUE(!names || names->empty()) << "cut " << cut;
+  }
+}
+
+// Issue 11: a source that shrinks while it is read is an error, not an
+// archive of zeros; the same for one that grows.
+TEST(Pipeline, SourceThatChangesSizeIsRefused) {
+  for (bool grow : {false, true}) {
+    for (bool direct : {true, false}) {
+      testing::TempDir dir;
+      const std::string disk = dir.File("disk.raw");
+      std::vector<uint8_t> data(32 << 20, 0x5a);
+      testing::WriteFileBytes(disk, data);
+      auto img = OpenImage(disk);
+      ASSERT_TRUE(img.has_value());
+      ExtentSet set = *ExtentSet::Create((*img)->size(), Granularity::Default());
+      ASSERT_TRUE(set.AddBlocks({0, set.disk_blocks()}).ok());
+      PipelineOptions opt;
+      opt.direct_io = direct;
+      opt.queue_depth = 2;
+      opt.chunk_size = 1 << 20;
+      bool changed = false;
+      opt.progress = [&](uint64_t, uint64_t) {
+        if (!changed) {
+          changed = true;
+          EXPECT_EQ(::truncate(disk.c_str(), grow ? (40 << 20) : (5 << 20)), 0);
+        }
+      };
+      ArchiveHeader h;
+      h.id = NewArchiveId();
+      const std::string archive = dir.File("a.sar");
+      auto st = RunBackup(**img, set, h, archive, opt);
+      ASSERT_FALSE(st.has_value()) << "grow " << grow << " direct " << direct;
+      EXPECT_NE(st.error().message().find(disk), std::string::npos) << st.error().message();
+      EXPECT_FALSE(std::filesystem::exists(archive));
+    }
+  }
+}
+
+// Issue 10: CheckChain refuses a child whose start point is not its
+// parent's end point, or whose disk differs.
+TEST(Pipeline, ChainChecksRefuseMismatchedPoints) {
+  testing::TempDir dir;
+  const std::string disk = dir.File("disk.raw");
+  { int fd = ::open(disk.c_str(), O_CREAT | O_RDWR, 0644); ASSERT_EQ(::ftruncate(fd, 1 << 20), 0); ::close(fd); }
+  auto img = OpenImage(disk);
+  ExtentSet set = *ExtentSet::Create(1 << 20, 65536);
+  ASSERT_TRUE(set.Add(0, 1 << 20).ok());
+  const Id128 d1 = RandomId128(), d2 = RandomId128();
+  ChainPoint c1{PointKind::kTracker, RandomId128(), 4, "c1"};
+  ChainPoint c2 = c1;
+  c2.seq = 5;
+  c2.name = "c2";
+  auto make = [&](const ArchiveReader* parent, const Id128& disk_id, const ChainPoint& start, const ChainPoint& end) {
+    ArchiveHeader h;
+    h.id = NewArchiveId();
+    h.disk_id = disk_id;
+    h.start = start;
+    h.end = end;
+    if (parent) {
+      h.parent_id = parent->header().id;
+      h.parent_identity = IdentityCheck(parent->header());
+    }
+    std::string p = dir.File(IdToHex(h.id));
+    EXPECT_TRUE(RunBackup(**img, set, h, p, {}).has_value());
+    return *ArchiveReader::Open(p);
+  };
+  auto full = make(nullptr, d1, {}, c1);
+  auto good = make(full.get(), d1, c1, c2);
+  EXPECT_TRUE(CheckChain({good.get(), full.get()}).ok());
+  auto wrong_start = make(full.get(), d1, c2, c2);
+  EXPECT_EQ(CheckChain({wrong_start.get(), full.get()}).code(), StatusCode::kCorruption);
+  auto wrong_disk = make(full.get(), d2, c1, c2);
+  EXPECT_EQ(CheckChain({wrong_disk.get(), full.get()}).code(), StatusCode::kCorruption);
+  EXPECT_FALSE(RunRestore({wrong_start.get(), full.get()}, dir.File("o"), {}).has_value());
+  EXPECT_FALSE(std::filesystem::exists(dir.File("o")));  // a failed restore leaves no output
 }
 
 }  // namespace

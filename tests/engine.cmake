@@ -12,3 +12,9 @@ add_dependencies(checkpoint_quiesce_test strata)
 strata_test(chain_model_test SOURCES chain_model_test.cc
   LINKS strata_tracker nlohmann_json::nlohmann_json LABEL system)
 add_dependencies(chain_model_test strata)
+# Issue 11: power cuts (FaultEnv) at random points of backups, merges and
+# catalog updates. 1,000 cut points in the optimised build; 100 in the unit
+# run that the sanitizer builds also make.
+strata_test(repository_powercut_test SOURCES repository_powercut_test.cc LINKS strata_backup LABEL system)
+add_test(NAME repository_powercut_short COMMAND repository_powercut_test)
+set_tests_properties(repository_powercut_short PROPERTIES LABELS unit ENVIRONMENT STRATA_POWERCUT_TRIALS=100)

@@ -190,13 +190,31 @@ class BackupRun {
     uint64_t data = 0;
     if (d >= 0) {
       data = static_cast<uint64_t>(d);
-    } else if (errno == ENXIO) {
-      data = std::max(offset, file_size_);  // no data up to the end of the file
+    } else if (errno == ENXIO && offset < file_size_ && SizeUnchanged(fd)) {
+      data = file_size_;  // no data up to the end of the file
     } else {
-      return false;
+      return false;  // read it: a shrunken file then fails the read
     }
     hole_ = {offset, data - offset};
     return data >= offset + length;
+  }
+
+  // A source that changes size while it is read gives an archive that
+  // matches neither the old nor the new disk.
+  bool SizeUnchanged(int fd) {
+    struct stat st;
+    return ::fstat(fd, &st) == 0 && (S_ISBLK(st.st_mode) || static_cast<uint64_t>(st.st_size) == file_size_);
+  }
+  Status CheckSizeUnchanged(int fd) {
+    struct stat st;
+    if (::fstat(fd, &st) != 0) return Status::FromErrno(errno, image_.name());
+    if (!S_ISBLK(st.st_mode) && static_cast<uint64_t>(st.st_size) != file_size_) {
+      return Status(StatusCode::kIoError,
+                    image_.name() + ": changed size while it was backed up (" + std::to_string(file_size_) +
+                        " bytes, now " + std::to_string(st.st_size) +
+                        "): nothing was stored; stop the writer or back up a snapshot");
+    }
+    return Status::Ok();
   }
 
   // Blocks until slot `seq % N` may be reused; false when stopping.
@@ -296,7 +314,21 @@ class BackupRun {
         HandOff(c.tag);
       }
     }
+    // Another thread may have stopped the run (e.g. the archive's disk is
+    // full) with reads in flight: the kernel writes into the slot buffers
+    // until each read completes, so every one is reaped before they can go.
+    while (q && q->outstanding() > 0) {
+      done.clear();
+      if (!q->Reap(&done).ok()) break;
+    }
     q.reset();  // before the descriptor it uses is closed
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (stop_) return;
+    }
+    if (fd >= 0) {
+      if (Status sz = CheckSizeUnchanged(fd); !sz.ok()) return Fail(sz);
+    }
     std::lock_guard<std::mutex> l(mu_);
     total_ = seq;
     reader_done_ = true;

@@ -25,9 +25,19 @@ class RawImage : public Image {
   std::string_view format() const override { return "raw"; }
   uint64_t size() const override { return size_; }
 
+  // Only the rounding tail past the file's end (< 512 bytes) reads as
+  // zeros: a read that ends earlier means the file shrank while open, and
+  // zeros there would be a silent lie.
   Status Read(uint64_t offset, std::span<uint8_t> buf) override {
     STRATA_RETURN_IF_ERROR(CheckRange(offset, buf.size(), size_).WithContext(name()));
-    return file_->ReadZeroPadded(offset, buf);
+    STRATA_ASSIGN_OR_RETURN(size_t got, file_->Read(offset, buf));
+    if (got < buf.size() && offset + got < file_size_) {
+      return Status(StatusCode::kIoError, name() + ": the file shrank while being read (it ends at " +
+                                              Hex(offset + got) + ", it was " + std::to_string(file_size_) +
+                                              " bytes when opened)");
+    }
+    std::memset(buf.data() + got, 0, buf.size() - got);
+    return Status::Ok();
   }
 
   Status BlockStatus(uint64_t offset, uint64_t length, std::vector<MapEntry>* out) override {
