@@ -19,8 +19,11 @@ enum class PointKind : uint8_t {
                        // source = disk id, name = bitmap name
   kQcow2Snapshot = 3,  // a qcow2 internal snapshot: source = disk id, seq = its
                        // creation time (ns since the epoch), name = its name
+  kReflinkClone = 4,   // a reflink clone of a raw image: source = disk id, seq =
+                       // fingerprint of the clone file (inode, size, times),
+                       // name = its absolute path
 };
-inline constexpr uint8_t kMaxPointKind = 3;
+inline constexpr uint8_t kMaxPointKind = 4;
 const char* PointKindName(PointKind k);
 
 struct ChainPoint {
