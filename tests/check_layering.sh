@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fails when a lower layer includes a higher one
-# (extents <- formats <- engine <- capi <- tools).
+# (extents <- formats <- engine <- capi <- tools; plugins use include/strata/ only).
 set -u
 root=${1:-.}
 cd "$root" || exit 2
@@ -8,7 +8,7 @@ bad=0
 check() {  # DIR FORBIDDEN-PREFIX...
   local dir=$1; shift
   for p in "$@"; do
-    hits=$(grep -rnE "#include \"$p/" "$dir" --include='*.h' --include='*.cc' 2>/dev/null)
+    hits=$(grep -rnE "#include \"$p/" "$dir" --include='*.h' --include='*.cc' --include='*.c' 2>/dev/null)
     if [ -n "$hits" ]; then
       echo "layering violation: $dir includes $p/:"; echo "$hits"; bad=1
     fi
@@ -18,5 +18,7 @@ check extents formats engine capi tools
 check formats engine capi tools
 check engine capi tools
 check capi tools
+# Plugins are clients of the public API (include/strata/) only.
+check plugins extents formats engine capi tools
 if [ $bad -eq 0 ]; then echo "layering ok"; fi
 exit $bad
