@@ -10,6 +10,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev nlohmann-json3-dev
   qemu-utils libnbd-bin zstd xxhash
   e2fsprogs xfsprogs btrfs-progs util-linux qemu-guest-agent
+  nbdkit nbdkit-plugin-dev libfuse3-dev fuse3 libblkid-dev qemu-system-x86 fdisk fio python3-libnbd
 )
 
 missing=()
