@@ -7,3 +7,6 @@ target_link_libraries(frame_cache_test PRIVATE strata_backup strata_image_open s
   GTest::gtest GTest::gtest_main Threads::Threads)
 add_test(NAME frame_cache COMMAND frame_cache_test)
 set_tests_properties(frame_cache PROPERTIES LABELS "tsan;unit")
+# strata serve with real nbdkit, qemu-img, nbdcopy, nbdinfo and QEMU.
+strata_test(serve_test SOURCES serve_test.cc LINKS nlohmann_json::nlohmann_json LABEL serve)
+add_dependencies(serve_test strata)
