@@ -10,3 +10,6 @@ set_tests_properties(frame_cache PROPERTIES LABELS "tsan;unit")
 # strata serve with real nbdkit, qemu-img, nbdcopy, nbdinfo and QEMU.
 strata_test(serve_test SOURCES serve_test.cc LINKS nlohmann_json::nlohmann_json LABEL serve)
 add_dependencies(serve_test strata)
+# strata mount / umount on real FUSE, loop devices and ext4 (as root).
+strata_test(mount_test SOURCES mount_test.cc LABEL serve)
+add_dependencies(mount_test strata)
