@@ -19,6 +19,43 @@ struct ChainImage::Scratch {
   std::vector<uint8_t> comp;
 };
 
+// Buffers of the chain's largest frame size, handed back when the last
+// holder of a frame drops it (evicted from the cache, copied from by the
+// last reader). Touching fresh memory runs at 0.5-0.8 GB/s on the guests
+// this serves from (shared/reference/limits.md), slower than decompressing
+// into it: a 1 MiB frame in a new buffer cost more in page faults than in
+// zstd. Frames under half that size get exact buffers (not pooled), so small
+// frames of sparse incrementals do not pin large buffers in the cache.
+class ChainImage::BufferPool {
+ public:
+  BufferPool(size_t buffer_size, size_t keep) : size_(buffer_size), keep_(keep) {}
+  FramePtr Make(size_t n, const std::shared_ptr<BufferPool>& self) {
+    if (n < size_ / 2) return std::make_shared<FrameData>(n);
+    std::unique_ptr<uint8_t[]> b;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (!free_.empty()) {
+        b = std::move(free_.back());
+        free_.pop_back();
+      }
+    }
+    if (!b) b.reset(new uint8_t[size_]);
+    return FramePtr(new FrameData(std::move(b), n, size_), [self](const FrameData* f) {
+      self->Give(std::move(const_cast<FrameData*>(f)->bytes));
+      delete f;
+    });
+  }
+
+ private:
+  void Give(std::unique_ptr<uint8_t[]> b) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (free_.size() < keep_) free_.push_back(std::move(b));
+  }
+  const size_t size_, keep_;
+  std::mutex mu_;
+  std::vector<std::unique_ptr<uint8_t[]>> free_;
+};
+
 ChainImage::ChainImage(std::vector<const ArchiveReader*> chain, std::vector<Segment> segs,
                        const ChainImageOptions& options)
     : chain_(std::move(chain)),
@@ -26,6 +63,13 @@ ChainImage::ChainImage(std::vector<const ArchiveReader*> chain, std::vector<Segm
       disk_size_(chain_[0]->header().disk_size),
       name_("backup " + IdToHex(chain_[0]->header().id)),
       cache_(options.cache_bytes) {
+  uint32_t largest = 0;
+  for (const ArchiveReader* a : chain_) {
+    for (const FrameRecord& f : a->index().frames) largest = std::max(largest, f.raw_size);
+  }
+  // Enough free buffers for every thread loading or copying at once
+  // (nbdkit's 16 per connection, FUSE's workers), at most 64 MiB of them.
+  pool_ = std::make_shared<BufferPool>(largest, std::clamp<size_t>((64u << 20) / std::max<uint32_t>(largest, 1), 4, 64));
   // Index each archive's data extents by frame (counting sort), so a frame
   // can be checked whole when it is loaded.
   for (const ArchiveReader* a : chain_) {
@@ -84,7 +128,7 @@ void ChainImage::GiveScratch(std::unique_ptr<Scratch> s) {
 Result<FramePtr> ChainImage::LoadFrame(int archive, uint32_t frame) {
   const ArchiveReader& a = *chain_[archive];
   const FrameRecord& rec = a.index().frames[frame];
-  auto data = std::make_shared<FrameData>(rec.raw_size);
+  FramePtr data = pool_->Make(rec.raw_size, pool_);
   std::unique_ptr<Scratch> s = TakeScratch();
   Status st = a.ReadFrame(frame, {data->bytes.get(), data->size}, &s->comp, s->dctx.get());
   GiveScratch(std::move(s));
@@ -97,7 +141,7 @@ Result<FramePtr> ChainImage::LoadFrame(int archive, uint32_t frame) {
   }
   frames_decompressed_.fetch_add(1, std::memory_order_relaxed);
   bytes_decompressed_.fetch_add(rec.raw_size, std::memory_order_relaxed);
-  return FramePtr(std::move(data));
+  return data;
 }
 
 Result<FramePtr> ChainImage::Frame(int archive, uint32_t frame) {

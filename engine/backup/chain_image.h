@@ -71,7 +71,8 @@ class ChainImage : public Image {
   const ArchiveHeader& header() const { return chain_[0]->header(); }
 
  private:
-  struct Scratch;  // a decompression context and a buffer for compressed bytes
+  struct Scratch;     // a decompression context and a buffer for compressed bytes
+  class BufferPool;   // frame buffers, reused: fresh memory faults in slowly
   ChainImage(std::vector<const ArchiveReader*> chain, std::vector<internal::Segment> segs,
              const ChainImageOptions& options);
   size_t Find(uint64_t pos) const;
@@ -90,6 +91,7 @@ class ChainImage : public Image {
   std::vector<std::vector<uint32_t>> frame_first_, frame_ext_;
   // Per archive and extent: a zero extent's hash was checked.
   std::vector<std::unique_ptr<std::atomic<bool>[]>> zero_checked_;
+  std::shared_ptr<BufferPool> pool_;  // outlives every frame (their deleters hold it)
   FrameCache cache_;
   std::mutex scratch_mu_;
   std::vector<std::unique_ptr<Scratch>> scratch_;

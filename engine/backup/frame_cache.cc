@@ -37,7 +37,7 @@ void FrameCache::EvictLocked() {
     uint64_t victim = lru_.back();
     lru_.pop_back();
     auto it = map_.find(victim);
-    stats_.resident_bytes -= it->second.frame->size;
+    stats_.resident_bytes -= it->second.frame->capacity;
     --stats_.resident_frames;
     ++stats_.evictions;
     map_.erase(it);  // readers holding the frame keep it alive
@@ -85,13 +85,13 @@ Result<FramePtr> FrameCache::Get(uint64_t key, const Loader& load) {
 
   std::lock_guard<std::mutex> l(mu_);
   auto it = map_.find(key);  // only this thread removes a pending entry
-  if (r->has_value() && **r != nullptr && (**r)->size <= capacity_) {
+  if (r->has_value() && **r != nullptr && (**r)->capacity <= capacity_) {
     Entry& e = it->second;
     e.pending.reset();
     e.frame = **r;
     lru_.push_front(key);
     e.lru = lru_.begin();
-    stats_.resident_bytes += e.frame->size;
+    stats_.resident_bytes += e.frame->capacity;
     ++stats_.resident_frames;
     EvictLocked();
   } else {

@@ -16,8 +16,8 @@
 // tries again.
 //
 // Memory: the frames held by the cache total at most `capacity` bytes
-// (their raw sizes); a frame larger than the capacity is returned without
-// being kept. Frames being loaded or still held by readers after eviction
+// (their buffers' sizes); a frame larger than the capacity is returned
+// without being kept. Frames being loaded or still held by readers after eviction
 // come on top: at most one frame per thread inside Get or holding a Frame.
 #ifndef STRATA_ENGINE_BACKUP_FRAME_CACHE_H_
 #define STRATA_ENGINE_BACKUP_FRAME_CACHE_H_
@@ -36,10 +36,13 @@ namespace strata {
 
 // The raw (decompressed) bytes of one frame. Immutable once published.
 struct FrameData {
-  explicit FrameData(size_t n) : bytes(new uint8_t[n]), size(n) {}  // not zero-filled
+  explicit FrameData(size_t n) : bytes(new uint8_t[n]), size(n), capacity(n) {}  // not zero-filled
+  // A buffer of `cap` >= n bytes (e.g. from a pool) holding the frame's n.
+  FrameData(std::unique_ptr<uint8_t[]> b, size_t n, size_t cap) : bytes(std::move(b)), size(n), capacity(cap) {}
   std::span<const uint8_t> span() const { return {bytes.get(), size}; }
   std::unique_ptr<uint8_t[]> bytes;
-  size_t size;
+  size_t size;      // the frame's raw bytes
+  size_t capacity;  // bytes allocated: what the cache's bound counts
 };
 using FramePtr = std::shared_ptr<const FrameData>;
 
