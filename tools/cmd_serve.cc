@@ -381,7 +381,20 @@ int ServeMain(int argc, char** argv) {
     }
   }
   std::fflush(stdout);
-  if (a->Has("--daemon")) return kExitOk;
+  if (a->Has("--daemon")) {
+    // nbdkit 1.32 sets PR_SET_PDEATHSIG (SIGTERM) even without
+    // --exit-with-parent, before it forks into the background. Were we to
+    // exit while its first process is still exiting, that process would
+    // get SIGTERM and write to the quit pipe it shares with the daemon,
+    // whose own quit flag stays unset: the daemon would then spin in its
+    // accept loop, taking no connection and a whole core. So we return only
+    // once the first process is gone (it exits right after the fork).
+    if (!launcher_done) {
+      while (::waitpid(*child, nullptr, 0) < 0 && errno == EINTR) {
+      }
+    }
+    return kExitOk;
+  }
 
   // Foreground: wait for nbdkit to exit (a stop signal is passed on by
   // the handler).
