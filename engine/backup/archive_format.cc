@@ -45,6 +45,7 @@ const char* DiskFormatName(DiskFormat f) {
     case DiskFormat::kUnknown: return "unknown";
     case DiskFormat::kRaw: return "raw";
     case DiskFormat::kQcow2: return "qcow2";
+    case DiskFormat::kNbd: return "nbd";
   }
   return "unknown";
 }
@@ -55,6 +56,8 @@ const char* PointKindName(PointKind k) {
     case PointKind::kTracker: return "tracker";
     case PointKind::kQcow2Bitmap: return "qcow2-bitmap";
     case PointKind::kQcow2Snapshot: return "qcow2-snapshot";
+    case PointKind::kQemuBitmap: return "qemu-bitmap";
+    case PointKind::kLibvirtCheckpoint: return "libvirt-checkpoint";
   }
   return "unknown";
 }
@@ -67,6 +70,9 @@ std::string ChainPoint::Describe() const {
              Id128ToHex(source).substr(0, 8);
     case PointKind::kQcow2Bitmap: return "qcow2 bitmap '" + name + "'";
     case PointKind::kQcow2Snapshot: return "internal snapshot '" + name + "'";
+    case PointKind::kQemuBitmap: return "QEMU bitmap '" + name + "'";
+    case PointKind::kLibvirtCheckpoint:
+      return "libvirt checkpoint '" + name + "' of domain " + Id128ToHex(source).substr(0, 8);
   }
   return "point of unknown kind " + std::to_string(static_cast<int>(kind));
 }
