@@ -266,9 +266,18 @@ Status QemuBackup::ChooseMode() {
   }
   // Checkpoint bitmaps of this chain that no backup ends at (a killed run's
   // new bitmap, or a parent bitmap whose removal a killed run missed).
+  // Any chain of this disk counts: a killed --full leaves the old chain's
+  // bitmap behind once the new chain has its first backup.
+  std::vector<Id128> chains;
+  if (auto disk = repo_.DiskNamed(disk_.disk_name)) {
+    for (const CatalogEntry& e : repo_.entries()) {
+      if (e.header.disk_id == disk->id && e.header.end.kind == PointKind::kQemuBitmap) chains.push_back(e.header.end.source);
+    }
+  }
   for (const Json& b : node_.bitmaps) {
     std::string name = b.value("name", "");
-    if (parent_ && IsSeriesName(name, series) && name != parent_end_.name) {
+    bool ours = std::any_of(chains.begin(), chains.end(), [&](const Id128& c) { return IsSeriesName(name, c); });
+    if (parent_ && ours && name != parent_end_.name) {
       STRATA_RETURN_IF_ERROR(RemoveBitmap(name));
       result_.notes.push_back("removed checkpoint bitmap '" + name + "' that no backup ends at");
     }

@@ -1,0 +1,6 @@
+# Issue 14: backups of running VMs against a real QEMU, qemu-storage-daemon
+# and libvirt (label "live": daemons and VMs the tests start and stop by pid).
+strata_test(live_qmp_test SOURCES live_qmp_test.cc LINKS strata_live LABEL live LOCK live_vm)
+add_dependencies(live_qmp_test strata)
+strata_test(live_libvirt_test SOURCES live_libvirt_test.cc LINKS strata_live LABEL live LOCK live_vm)
+add_dependencies(live_libvirt_test strata)
