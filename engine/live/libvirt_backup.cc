@@ -363,6 +363,9 @@ Result<LiveResult> LibvirtBackup::Run() {
   socket_ = work_ + "/nbd.sock";
   pending_record_ = state_ + "/l-" + key_ + ".pending";
   freeze_record_ = state_ + "/l-" + key_ + ".frozen";
+  // Errors are returned as Status values; libvirt's default handler would
+  // also print each one (including the expected "not found" lookups).
+  virSetErrorFunc(nullptr, [](void*, virErrorPtr) {});
   conn_ = virConnectOpen(src_.uri.empty() ? nullptr : src_.uri.c_str());
   if (!conn_) return Status(StatusCode::kIoError, VirError("connecting to libvirt" + (src_.uri.empty() ? "" : " at " + src_.uri)));
   dom_ = virDomainLookupByName(conn_, src_.domain.c_str());
