@@ -1,3 +1,5 @@
+# formats/nbd against a real qemu-nbd; "unit" so ASan+UBSan run it too.
+strata_test(nbd_image_test SOURCES nbd_image_test.cc LINKS strata_nbd nlohmann_json::nlohmann_json)
 # Issue 14: backups of running VMs against a real QEMU, qemu-storage-daemon
 # and libvirt (label "live": daemons and VMs the tests start and stop by pid).
 strata_test(live_qmp_test SOURCES live_qmp_test.cc LINKS strata_live LABEL live LOCK live_vm)
