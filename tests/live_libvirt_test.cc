@@ -8,6 +8,9 @@
 // writes go through `virsh qemu-monitor-command --hmp 'qemu-io -d sata0-0-0'`.
 //
 // STRATA_LIVE_KILL_TRIALS sets the number of kill trials (default 25).
+#include <sys/socket.h>
+#include <sys/un.h>
+
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -24,6 +27,16 @@ const char kUri[] = "qemu:///system";
 bool SocketAnswers(const std::string& path) {
   return RunCommand("virsh -c " + std::string(kUri) + " version >/dev/null 2>&1").exit_code == 0 &&
          ::access(path.c_str(), F_OK) == 0;
+}
+
+bool Accepts(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a = {};
+  a.sun_family = AF_UNIX;
+  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
+  bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  ::close(fd);
+  return ok;
 }
 
 pid_t ReadPid(const std::string& f) {
@@ -59,7 +72,9 @@ class LiveLibvirt : public ::testing::Test {
       GTEST_SKIP() << "/etc/libvirt/qemu.conf lacks 'cgroup_controllers = [ ]' (scripts/setup.sh writes it)";
     }
     if (RunCommand("getent passwd libvirt-qemu").exit_code != 0) GTEST_SKIP() << "no libvirt-qemu user (scripts/setup.sh)";
-    if (::access("/run/libvirt/libvirt-sock", F_OK) == 0 || ::access("/run/libvirt/virtlogd-sock", F_OK) == 0) {
+    // A socket that accepts connections belongs to a running daemon (a
+    // stale one, left by a daemon that died, does not).
+    if (Accepts("/run/libvirt/libvirt-sock") || Accepts("/run/libvirt/virtlogd-sock")) {
       GTEST_SKIP() << "a libvirtd or virtlogd this test did not start is running (/run/libvirt): not touched";
     }
     ::chmod(dir_.path().c_str(), 0755);  // QEMU runs as libvirt-qemu and must reach the disk

@@ -108,6 +108,7 @@ class LibvirtBackup {
   Status Plan();
   Status Begin();
   Status EndJob();
+  Status AbortAndWait(const std::string& what);
   Status DeleteCheckpoint(const std::string& name);
   bool CheckpointExists(const std::string& name);
   std::vector<std::string> StrataCheckpoints();
@@ -136,9 +137,19 @@ Status LibvirtBackup::DeleteCheckpoint(const std::string& name) {
   virDomainCheckpointPtr cp = virDomainCheckpointLookupByName(dom_, name.c_str(), 0);
   if (!cp) return Status::Ok();
   int r = virDomainCheckpointDelete(cp, 0);
+  // Read the error before the free (which resets it).
+  Status s = r == 0 ? Status::Ok() : Status(StatusCode::kIoError, VirError("deleting checkpoint " + name));
+  if (r != 0 && s.message().find("not found") != std::string::npos) {
+    // libvirt kept the checkpoint's metadata but QEMU has no bitmap for it
+    // (a run killed inside virDomainBackupBegin): drop the metadata only.
+    if (virDomainCheckpointDelete(cp, VIR_DOMAIN_CHECKPOINT_DELETE_METADATA_ONLY) == 0) {
+      s = Status::Ok();
+    } else {
+      s = Status(StatusCode::kIoError, s.message() + "; " + VirError("deleting its metadata only"));
+    }
+  }
   virDomainCheckpointFree(cp);
-  if (r != 0) return Status(StatusCode::kIoError, VirError("deleting checkpoint " + name));
-  return Status::Ok();
+  return s;
 }
 
 std::vector<std::string> LibvirtBackup::StrataCheckpoints() {
@@ -166,11 +177,24 @@ Status LibvirtBackup::Cleanup() {
     ::unlink(freeze_record_.c_str());
     done.push_back("thawed the guest filesystems a killed run had frozen");
   }
+  // A killed run's virDomainBackupBegin may still run inside libvirtd:
+  // touch nothing until the domain is quiet (no job, or a backup job that
+  // has begun), or libvirt's own rollback races ours.
+  for (int i = 0; i < 12000; ++i) {
+    virDomainJobInfo info;
+    if (virDomainGetJobInfo(dom_, &info) != 0 || info.type == VIR_DOMAIN_JOB_NONE) break;
+    if (char* xml = virDomainBackupGetXMLDesc(dom_, 0)) {
+      bool begun = std::string(xml).find("exportname") != std::string::npos;
+      free(xml);
+      if (begun) break;
+    }
+    usleep(10000);
+  }
   if (char* xml = virDomainBackupGetXMLDesc(dom_, 0)) {
     std::string x = xml;
     free(xml);
     if (x.find(socket_) != std::string::npos) {
-      if (virDomainAbortJob(dom_) != 0) return Status(StatusCode::kIoError, VirError("ending a killed run's backup job"));
+      STRATA_RETURN_IF_ERROR(AbortAndWait("ending a killed run's backup job"));
       done.push_back("pull-mode backup job");
     } else {
       return Status::Busy(src_.domain + ": another backup job runs on the domain (not strata's)");
@@ -316,8 +340,25 @@ Status LibvirtBackup::Begin() {
     }
     frozen = true;
   }
-  int r = virDomainBackupBegin(dom_, bx.c_str(), cx.c_str(), 0);
-  std::string err = r < 0 ? VirError(src_.domain + ": backup begin") : "";
+  // The checkpoint first, then the backup: writes in between are in this
+  // backup's content and in the checkpoint's bitmap (stored twice, never
+  // missed). Created inside virDomainBackupBegin instead, a client killed
+  // during the call leaves libvirt 9.0 with the checkpoint's metadata but
+  // without its bitmap (libvirt cancels the job and discards the bitmap),
+  // which then cannot be deleted.
+  std::string err;
+  int r = -1;
+  virDomainCheckpointPtr cp = virDomainCheckpointCreateXML(dom_, cx.c_str(), 0);
+  if (cp == nullptr) {
+    err = VirError(src_.domain + ": creating checkpoint " + end_.name);
+  } else {
+    virDomainCheckpointFree(cp);
+    r = virDomainBackupBegin(dom_, bx.c_str(), nullptr, 0);
+    if (r < 0) {
+      err = VirError(src_.domain + ": backup begin");
+      (void)DeleteCheckpoint(end_.name);
+    }
+  }
   if (frozen) {
     if (virDomainFSThaw(dom_, nullptr, 0, 0) < 0) {
       return Status(StatusCode::kIoError, VirError(src_.domain + ": thawing (the next run retries)"));
@@ -346,10 +387,29 @@ Status LibvirtBackup::Begin() {
   return Status::Ok();
 }
 
+// virDomainAbortJob returns while libvirt still tears the job down (the
+// backup XML stays readable for a moment): wait until it is gone, so the
+// checkpoint and bitmap operations after it find a quiet domain.
+Status LibvirtBackup::AbortAndWait(const std::string& what) {
+  if (virDomainAbortJob(dom_) != 0) {
+    std::string err = VirError(what);
+    if (err.find("no job is active") == std::string::npos) return Status(StatusCode::kIoError, err);
+  }
+  for (int i = 0; i < 3000; ++i) {
+    char* xml = virDomainBackupGetXMLDesc(dom_, 0);
+    virDomainJobInfo info;
+    bool idle = virDomainGetJobInfo(dom_, &info) == 0 && info.type == VIR_DOMAIN_JOB_NONE;
+    if (xml == nullptr && idle) return Status::Ok();
+    free(xml);
+    usleep(10000);
+  }
+  return Status::Busy(what + ": the backup job did not end within 30 s");
+}
+
 Status LibvirtBackup::EndJob() {
   if (!job_running_) return Status::Ok();
   Step(opt_, "teardown");
-  if (virDomainAbortJob(dom_) != 0) return Status(StatusCode::kIoError, VirError(src_.domain + ": ending the backup job"));
+  STRATA_RETURN_IF_ERROR(AbortAndWait(src_.domain + ": ending the backup job"));
   job_running_ = false;
   return Status::Ok();
 }
@@ -374,10 +434,19 @@ Result<LiveResult> LibvirtBackup::Run() {
   unsigned char uuid[VIR_UUID_BUFLEN];
   if (virDomainGetUUID(dom_, uuid) != 0) return Status(StatusCode::kIoError, VirError(src_.domain));
   std::copy(uuid, uuid + 16, uuid_.begin());
-  STRATA_RETURN_IF_ERROR(Cleanup());
-  STRATA_RETURN_IF_ERROR(Plan());
-  Step(opt_, "transaction");
-  Status begun = Begin();
+  Status begun;
+  for (int attempt = 0;; ++attempt) {
+    disks_.clear();
+    STRATA_RETURN_IF_ERROR(Cleanup());
+    STRATA_RETURN_IF_ERROR(Plan());
+    Step(opt_, "transaction");
+    begun = Begin();
+    // A killed client's virDomainBackupBegin can keep running inside libvirtd
+    // and hold the domain's job until libvirt times it out: wait for it to
+    // end, then clean up what it made and plan again.
+    if (begun.ok() || begun.message().find("state change lock") == std::string::npos || attempt == 5) break;
+    result_.notes.push_back("waited for a backup job a killed run had started in libvirtd");
+  }
   if (!begun.ok() && std::any_of(disks_.begin(), disks_.end(), [](const DiskPlan& p) { return p.mode == "incremental"; }) &&
       begun.message().find("bitmap") != std::string::npos) {
     // libvirt refuses an incremental from a checkpoint whose bitmap is
