@@ -100,6 +100,9 @@ class LiveLibvirt : public ::testing::Test {
 
   void TearDown() override {
     if (started_) (void)RunCommand(Virsh("destroy " + dom_));
+    // If libvirtd died, the domain's QEMU (ours: started for this test) is
+    // stopped by its pid.
+    if (qemu_pid_ > 0 && ::kill(qemu_pid_, 0) == 0) StopDaemon(qemu_pid_);
     StopDaemon(libvirtd_);
     StopDaemon(virtlogd_);
   }
@@ -122,6 +125,7 @@ class LiveLibvirt : public ::testing::Test {
                        << "'/><target dev='sda' bus='sata'/></disk></devices></domain>";
     RunOk(Virsh("create " + xml) + " >/dev/null");
     started_ = true;
+    qemu_pid_ = ReadPid("/run/libvirt/qemu/" + dom_ + ".pid");
   }
 
   void RandomWrites(int n) {
@@ -197,7 +201,7 @@ class LiveLibvirt : public ::testing::Test {
   }
 
   TempDir dir_;
-  pid_t libvirtd_ = -1, virtlogd_ = -1;
+  pid_t libvirtd_ = -1, virtlogd_ = -1, qemu_pid_ = -1;
   bool started_ = false;
   uint64_t seed_ = 0, size_ = 0;
   std::mt19937_64 rng_;
