@@ -133,7 +133,8 @@ echo "QMP only: qemu-system-x86_64 -machine none, a sparse $QSIZE qcow2 holding 
 echo
 make_disk "$W/q.qcow2" "$QSIZE" "$QDATA"
 qemu-system-x86_64 -machine none -nodefaults -display none -accel tcg -qmp unix:$W/qmp.sock,server=on,wait=off \
-  -qmp unix:$W/t.sock,server=on,wait=off -drive if=none,id=drive0,node-name=disk0,file=$W/q.qcow2,format=qcow2 &
+  -qmp unix:$W/t.sock,server=on,wait=off -drive if=none,id=drive0,node-name=disk0,file=$W/q.qcow2,format=qcow2 \
+  > "$W/qemu.log" 2>&1 &
 QEMU_PID=$!
 for i in $(seq 100); do [ -S "$W/t.sock" ] && break; sleep 0.1; done
 "$STRATA" init "$W/qrepo" >/dev/null
