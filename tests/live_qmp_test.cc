@@ -326,3 +326,66 @@ TEST_F(LiveQmp, StorageDaemon) {
 
 }  // namespace
 }  // namespace strata::testing
+
+namespace strata::testing {
+namespace {
+
+// `strata backup --nbd` against qemu-nbd (the points named by the caller)
+// and `strata restore --nbd` into a writable qemu-nbd export, through the CLI.
+TEST(LiveNbd, BackupAndRestoreThroughQemuNbd) {
+  if (!HaveCommand("qemu-nbd")) GTEST_SKIP() << "qemu-nbd missing";
+  TempDir dir;
+  const std::string img = dir.File("d.qcow2"), sock = dir.File("n.sock"), repo = dir.File("repo");
+  const std::string S = Tool("strata");
+  RunOk("qemu-img create -q -f qcow2 " + img + " 32M");
+  RunOk("qemu-io -f qcow2 -c 'write -P 1 0 4M' -c 'write -P 2 20M 1M' " + img + " >/dev/null");
+  RunOk(S + " init " + repo + " >/dev/null");
+  RunOk("qemu-img bitmap --add -g 65536 " + img + " b1");  // records every write from here on
+  auto serve = [&](const std::vector<std::string>& extra) {
+    ::unlink(sock.c_str());
+    std::vector<std::string> argv = {"qemu-nbd", "-f", "qcow2", "-k", sock};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    argv.push_back(img);
+    Child c = Child::Start(argv, dir.File("nbd.log"));
+    EXPECT_TRUE(WaitForPath(sock));
+    return c;
+  };
+  const std::string uri = "nbd+unix:///?socket=" + sock;
+  {
+    Child s = serve({"-r", "-t"});
+    RunOk(S + " backup --repo " + repo + " --nbd '" + uri + "' --full --end-point b1 --disk d >/dev/null");
+    RunOk("qemu-img convert -U -f qcow2 -O raw " + img + " " + dir.File("ref0.raw"));
+  }
+  RunOk("qemu-io -f qcow2 -c 'write -P 3 1M 64k' -c 'write -P 4 28M 3M' " + img + " >/dev/null");
+  {
+    Child s = serve({"-r", "-t", "-B", "b1"});
+    auto r = RunCommand(S + " backup --repo " + repo + " --nbd '" + uri + "' --bitmap b1 --disk d --json");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    auto j = live::Json::parse(r.out);
+    EXPECT_EQ(j["disks"][0]["mode"], "incremental");
+    EXPECT_EQ(j["disks"][0]["changed_bytes"], (64 << 10) + (3 << 20));  // the writes after b1, nothing else
+    RunOk("qemu-img convert -U -f qcow2 -O raw " + img + " " + dir.File("ref1.raw"));
+  }
+  RunOk(S + " restore --repo " + repo + " --disk d " + dir.File("out.raw") + " >/dev/null");
+  EXPECT_TRUE(SameFiles(dir.File("out.raw"), dir.File("ref1.raw")));
+  // Restore into a writable export of a disk full of other data.
+  RunOk("qemu-img create -q -f qcow2 " + dir.File("t.qcow2") + " 32M");
+  RunOk("qemu-io -f qcow2 -c 'write -P 9 0 32M' " + dir.File("t.qcow2") + " >/dev/null");
+  {
+    ::unlink(sock.c_str());
+    Child t = Child::Start({"qemu-nbd", "-f", "qcow2", "-k", sock, dir.File("t.qcow2")}, dir.File("nbd.log"));
+    ASSERT_TRUE(WaitForPath(sock));
+    RunOk(S + " restore --repo " + repo + " --disk d --nbd '" + uri + "' >/dev/null");
+    t.Wait();  // qemu-nbd exits when its one client leaves
+  }
+  RunOk("qemu-img convert -f qcow2 -O raw " + dir.File("t.qcow2") + " " + dir.File("t.raw"));
+  EXPECT_TRUE(SameFiles(dir.File("t.raw"), dir.File("ref1.raw")));
+  // The qcow2 restore of the full backup.
+  RunOk(S + " restore --repo " + repo + " --backup " +
+        live::Json::parse(RunOk(S + " list --repo " + repo + " --json"))[0]["id"].get<std::string>() +
+        " --format qcow2 " + dir.File("r0.qcow2") + " >/dev/null");
+  EXPECT_EQ(RunCommand("qemu-img compare -q -f qcow2 -F raw " + dir.File("r0.qcow2") + " " + dir.File("ref0.raw")).exit_code, 0);
+}
+
+}  // namespace
+}  // namespace strata::testing
