@@ -6,3 +6,6 @@ strata_test(live_qmp_test SOURCES live_qmp_test.cc LINKS strata_live LABEL live 
 add_dependencies(live_qmp_test strata)
 strata_test(live_libvirt_test SOURCES live_libvirt_test.cc LINKS strata_live LABEL live LOCK live_vm)
 add_dependencies(live_libvirt_test strata)
+# --qga --quiesce-mount with a real qemu-ga on the host freezing a loop mount.
+strata_test(live_quiesce_test SOURCES live_quiesce_test.cc LINKS strata_live LABEL live LOCK fsfreeze)
+add_dependencies(live_quiesce_test strata)
