@@ -351,4 +351,10 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace strata
 
-int main(int argc, char** argv) { return strata::Main(argc, argv); }
+int main(int argc, char** argv) {
+  if (argc == 2 && (std::string(argv[1]) == "--version" || std::string(argv[1]) == "-V")) {
+    std::printf("extent-dump (strata) %s\n", STRATA_VERSION_STRING);
+    return 0;
+  }
+  return strata::Main(argc, argv);
+}
