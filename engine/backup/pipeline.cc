@@ -1,4 +1,5 @@
 #include "engine/backup/pipeline.h"
+#include "engine/backup/archive_writer.h"
 
 #include <fcntl.h>
 #include <linux/fs.h>
