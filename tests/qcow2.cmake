@@ -24,3 +24,8 @@ strata_test(qcow2_fuzz_replay_test SOURCES qcow2_fuzz_replay_test.cc LINKS strat
 strata_test(qcow2_differential_test SOURCES qcow2_differential_test.cc
   LINKS strata_image_open strata_qcow2 strata_extents LABEL qemu)
 add_dependencies(qcow2_differential_test extent-dump)
+# Named regressions for what the differential test found, external data
+# files, and the rules on which files opening an image may touch.
+strata_test(qcow2_regression_test SOURCES qcow2_regression_test.cc
+  LINKS strata_image_open strata_qcow2 strata_extents)
+add_dependencies(qcow2_regression_test extent-dump)
