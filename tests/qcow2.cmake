@@ -28,4 +28,4 @@ add_dependencies(qcow2_differential_test extent-dump)
 # files, and the rules on which files opening an image may touch.
 strata_test(qcow2_regression_test SOURCES qcow2_regression_test.cc
   LINKS strata_image_open strata_qcow2 strata_extents)
-add_dependencies(qcow2_regression_test extent-dump)
+add_dependencies(qcow2_regression_test extent-dump strata)
