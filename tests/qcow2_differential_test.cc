@@ -17,7 +17,7 @@
 // The suite runs fixed seeds (label "qemu"); bench/qcow2_differential.sh runs
 // long seed ranges through the same binary:
 //   STRATA_QCOW2_DIFF_FIRST=N      first seed (default 1)
-//   STRATA_QCOW2_DIFF_COUNT=N      sequences (default 160)
+//   STRATA_QCOW2_DIFF_COUNT=N      sequences (default 250)
 //   STRATA_QCOW2_DIFF_ALL=1        check every bitmap and snapshot, not a sample
 //   STRATA_QCOW2_DIFF_SHRINK=0     report failures without shrinking
 #include <gtest/gtest.h>
@@ -652,6 +652,13 @@ RunTotals RunSeeds(uint64_t first, uint64_t count, bool all, bool shrink) {
   RunTotals t;
   auto t0 = std::chrono::steady_clock::now();
   for (uint64_t seed = first; seed < first + count; ++seed) {
+    if (t.sequences > 0 && t.sequences % 200 == 0) {  // long runs: a line to follow
+      std::printf("progress: %llu sequences from seed %llu, %llu with disagreements\n",
+                  static_cast<unsigned long long>(t.sequences),
+                  static_cast<unsigned long long>(first),
+                  static_cast<unsigned long long>(t.failing));
+      std::fflush(stdout);
+    }
     std::vector<Op> ops = Generator(seed).Make();
     Outcome o = RunSequence(ops, all, seed);
     ++t.sequences;
@@ -695,7 +702,7 @@ bool HaveQemuTools() {
 TEST(Qcow2Differential, RandomSequencesMatchQemu) {
   if (!HaveQemuTools()) GTEST_SKIP() << "qemu-img/qemu-io/qemu-nbd/nbdinfo missing (scripts/setup.sh)";
   const uint64_t first = EnvU64("STRATA_QCOW2_DIFF_FIRST", 1);
-  const uint64_t count = EnvU64("STRATA_QCOW2_DIFF_COUNT", 160);
+  const uint64_t count = EnvU64("STRATA_QCOW2_DIFF_COUNT", 250);
   RunTotals t = RunSeeds(first, count, EnvU64("STRATA_QCOW2_DIFF_ALL", 0) != 0,
                          EnvU64("STRATA_QCOW2_DIFF_SHRINK", 1) != 0);
   EXPECT_EQ(t.failing, 0u);
