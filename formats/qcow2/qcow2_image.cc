@@ -3,6 +3,7 @@
 // qcow2_metadata.cc. § numbers refer to /work/shared/reference/qcow2.md.
 #include "formats/qcow2/qcow2_image.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -463,7 +464,28 @@ Result<std::unique_ptr<Qcow2ImageImpl>> OpenFromFile(std::unique_ptr<File> file,
   core->name = file->name();
   STRATA_ASSIGN_OR_RETURN(core->file_size, file->Size());
   core->file = std::move(file);
-  std::vector<uint8_t> head(std::min<uint64_t>(core->file_size, uint64_t{1} << kMaxClusterBits));
+  // Read exactly what QEMU reads of the file head: the header cluster, no
+  // more. Bytes beyond it belong to other clusters, possibly guest data; on
+  // ext4 and XFS, reading an unwritten (fallocated) extent into the page
+  // cache turns it from "hole" into "data" for SEEK_DATA, and QEMU's block
+  // status asks SEEK_DATA on metadata-preallocated images (see
+  // DetectMetadataPreallocation). Reading 2 MiB here once changed what both
+  // QEMU and strata reported afterwards. No readahead for the same reason.
+  if (core->file->fd() >= 0) {
+    (void)::posix_fadvise(core->file->fd(), 0, 0, POSIX_FADV_RANDOM);
+  }
+  uint64_t head_len = std::min<uint64_t>(core->file_size, 512);
+  {
+    uint8_t first[24] = {};
+    if (core->file_size >= sizeof first) {
+      STRATA_RETURN_IF_ERROR(core->file->ReadFull(0, first));
+      const uint32_t bits = LoadBE32(first + 20);
+      if (bits >= kMinClusterBits && bits <= kMaxClusterBits) {
+        head_len = std::min<uint64_t>(core->file_size, uint64_t{1} << bits);
+      }
+    }
+  }
+  std::vector<uint8_t> head(head_len);
   if (!head.empty()) STRATA_RETURN_IF_ERROR(core->file->ReadFull(0, head));
   STRATA_ASSIGN_OR_RETURN(core->h, ParseHeader(head, core->file_size, core->name));
   const Header& h = core->h;
@@ -487,8 +509,17 @@ Result<std::unique_ptr<Qcow2ImageImpl>> OpenFromFile(std::unique_ptr<File> file,
 
   if (h.nb_snapshots > 0) {
     uint64_t avail = std::min<uint64_t>(core->file_size - h.snapshots_offset, kMaxSnapshotTableBytes);
-    // Read in growing steps so a small table costs little.
-    uint64_t want = std::min<uint64_t>(avail, uint64_t{h.nb_snapshots} * 128 + 4096);
+    // Walk the entries' fixed parts to learn the table's length, then read
+    // exactly that (nothing past it: see the file head above).
+    uint64_t want = 0;
+    for (uint32_t i = 0; i < h.nb_snapshots && want + 40 <= avail; ++i) {
+      uint8_t fixed[40];
+      STRATA_RETURN_IF_ERROR(core->file->ReadFull(h.snapshots_offset + want, fixed));
+      const uint64_t raw = 40 + uint64_t{LoadBE32(fixed + 36)} + LoadBE16(fixed + 12) +
+                           LoadBE16(fixed + 14);
+      want += i + 1 < h.nb_snapshots ? (raw + 7) & ~uint64_t{7} : raw;
+    }
+    want = std::min(want, avail);
     for (;;) {
       std::vector<uint8_t> table(want);
       STRATA_RETURN_IF_ERROR(core->file->ReadFull(h.snapshots_offset, table));
