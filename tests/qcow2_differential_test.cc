@@ -17,7 +17,7 @@
 // The suite runs fixed seeds (label "qemu"); bench/qcow2_differential.sh runs
 // long seed ranges through the same binary:
 //   STRATA_QCOW2_DIFF_FIRST=N      first seed (default 1)
-//   STRATA_QCOW2_DIFF_COUNT=N      sequences (default 250)
+//   STRATA_QCOW2_DIFF_COUNT=N      sequences (default 200)
 //   STRATA_QCOW2_DIFF_ALL=1        check every bitmap and snapshot, not a sample
 //   STRATA_QCOW2_DIFF_SHRINK=0     report failures without shrinking
 #include <gtest/gtest.h>
@@ -703,7 +703,7 @@ bool HaveQemuTools() {
 TEST(Qcow2Differential, RandomSequencesMatchQemu) {
   if (!HaveQemuTools()) GTEST_SKIP() << "qemu-img/qemu-io/qemu-nbd/nbdinfo missing (scripts/setup.sh)";
   const uint64_t first = EnvU64("STRATA_QCOW2_DIFF_FIRST", 1);
-  const uint64_t count = EnvU64("STRATA_QCOW2_DIFF_COUNT", 250);
+  const uint64_t count = EnvU64("STRATA_QCOW2_DIFF_COUNT", 200);
   RunTotals t = RunSeeds(first, count, EnvU64("STRATA_QCOW2_DIFF_ALL", 0) != 0,
                          EnvU64("STRATA_QCOW2_DIFF_SHRINK", 1) != 0);
   EXPECT_EQ(t.failing, 0u);
