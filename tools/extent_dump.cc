@@ -265,8 +265,9 @@ int Main(int argc, char** argv) {
   std::vector<char*> av;
   for (auto& a : storage) av.push_back(a.data());
   auto args = cli::Args::Parse(argc, av.data(), 1,
-                               {"--format", "--output", "--set", "--bitmap", "--diff", "--to",
-                                "--layers", "--tracker", "--since", "--allow-backing"},
+                               {"--allow-backing",
+                                "--format", "--output", "--set", "--bitmap", "--diff", "--to",
+                                "--layers", "--tracker", "--since"},
                                {"--help", "--json", "--list-bitmaps", "--list-snapshots",
                                 "--force"});
   if (!args) return cli::Usage(kTool, args.error().message());
