@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <regex>
 
 #include "extents/endian.h"
@@ -329,6 +330,32 @@ TEST(ChainFiles, GuestWrittenHeaderCannotReadHostFiles) {
   ASSERT_FALSE(passwd.empty());
   EXPECT_TRUE(std::search(bytes.begin(), bytes.end(), passwd.begin(),
                           passwd.begin() + std::min<size_t>(64, passwd.size())) == bytes.end());
+}
+
+// The same disk through `strata backup`: with format auto the backup is
+// refused; as raw it stores the disk's own bytes, none of the host file's.
+TEST(ChainFiles, BackupOfCraftedDiskStoresNoHostBytes) {
+  REQUIRE_QEMU();
+  TempDir d;
+  const std::string disk = CraftedRawDisk(d, "guest.raw", "/etc/passwd");
+  const std::string strata = ShellQuote(testing::Tool("strata")) + " ";
+  RunOk(In(d) + strata + "init repo >/dev/null");
+  auto r = RunCommand(In(d) + strata + "backup --repo repo --full guest.raw");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.err.find("outside the directories a chain may use"), std::string::npos) << r.err;
+  RunOk(In(d) + strata + "backup --repo repo --full --format raw guest.raw >/dev/null");
+  RunOk(In(d) + strata + "restore --repo repo out.raw >/dev/null");
+  EXPECT_TRUE(testing::ReadFileBytes(d.File("out.raw")) == testing::ReadFileBytes(disk));
+  std::vector<uint8_t> passwd = testing::ReadFileBytes("/etc/passwd");
+  std::vector<uint8_t> repo_bytes;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(d.File("repo"))) {
+    if (!e.is_regular_file()) continue;
+    auto b = testing::ReadFileBytes(e.path().string());
+    repo_bytes.insert(repo_bytes.end(), b.begin(), b.end());
+  }
+  ASSERT_GE(passwd.size(), 32u);
+  EXPECT_TRUE(std::search(repo_bytes.begin(), repo_bytes.end(), passwd.begin(),
+                          passwd.begin() + 32) == repo_bytes.end());
 }
 
 TEST(ChainFiles, AllowedDirectoriesAndDeclaredFormats) {
