@@ -464,13 +464,16 @@ Result<std::unique_ptr<Qcow2ImageImpl>> OpenFromFile(std::unique_ptr<File> file,
   core->name = file->name();
   STRATA_ASSIGN_OR_RETURN(core->file_size, file->Size());
   core->file = std::move(file);
-  // Read exactly what QEMU reads of the file head: the header cluster, no
-  // more. Bytes beyond it belong to other clusters, possibly guest data; on
-  // ext4 and XFS, reading an unwritten (fallocated) extent into the page
-  // cache turns it from "hole" into "data" for SEEK_DATA, and QEMU's block
-  // status asks SEEK_DATA on metadata-preallocated images (see
-  // DetectMetadataPreallocation). Reading 2 MiB here once changed what both
-  // QEMU and strata reported afterwards. No readahead for the same reason.
+  // Read the header cluster and nothing beyond it. Bytes past it belong to
+  // other clusters, possibly guest data; on ext4, reading an unwritten
+  // (fallocated) extent into the page cache turns it from "hole" into
+  // "data" for SEEK_DATA, and QEMU's block status asks SEEK_DATA on
+  // metadata-preallocated images (DetectMetadataPreallocation). Reading
+  // 2 MiB here once changed what both QEMU and strata reported afterwards.
+  // No readahead for the whole life of the file, for the same reason:
+  // metadata reads (L2 tables) must not pull neighbouring data clusters in.
+  // Guest data reads are large preads of host-contiguous runs and do not
+  // need it.
   if (core->file->fd() >= 0) {
     (void)::posix_fadvise(core->file->fd(), 0, 0, POSIX_FADV_RANDOM);
   }
