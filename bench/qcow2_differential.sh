@@ -34,7 +34,7 @@ for ((j = 0; j < jobs; j++)); do
 done
 rc=0
 for p in "${pids[@]}"; do wait "$p" || rc=1; done
-grep -h '^qcow2 differential:' "$logs"/chunk-*.log || true
+grep -h '^qcow2 differential' "$logs"/chunk-*.log || true
 seqs=0; fails=0
 while read -r s f; do seqs=$((seqs + s)); fails=$((fails + f)); done < <(
   grep -h '^qcow2 differential:' "$logs"/chunk-*.log |

@@ -331,10 +331,21 @@ struct Finding {
   std::string detail;  // one line
 };
 
+// What a sequence's final image exercised (printed as totals).
+struct Coverage {
+  uint64_t v2 = 0, data_file = 0, extended_l2 = 0, chains = 0, zstd = 0;
+  uint64_t bitmaps = 0, snapshots = 0;  // compared with QEMU's
+  void Add(const Coverage& o) {
+    v2 += o.v2, data_file += o.data_file, extended_l2 += o.extended_l2, chains += o.chains;
+    zstd += o.zstd, bitmaps += o.bitmaps, snapshots += o.snapshots;
+  }
+};
+
 struct Outcome {
   bool skipped = false;  // QEMU itself cannot open the final image
   bool qemu_corrupt = false;
   std::vector<Finding> findings;
+  Coverage cov;
 };
 
 std::vector<uint8_t> ReadAll(Image& img, Status* s) {
@@ -431,6 +442,14 @@ Outcome Check(const std::string& dir, bool all, std::mt19937_64& rng) {
     if (!o.qemu_corrupt) add("open", q.error().ToString());
     return o;
   }
+  {
+    const Qcow2Info& i = (*q)->info();
+    o.cov.v2 = i.version == 2;
+    o.cov.data_file = !i.data_file.empty();
+    o.cov.extended_l2 = i.extended_l2;
+    o.cov.chains = !i.backing_file.empty();
+    o.cov.zstd = i.compression == "zstd";
+  }
   if (o.qemu_corrupt) {  // exercise it for crashes only
     std::vector<MapEntry> v;
     (void)MapImage(**q, [](const MapEntry&) { return Status::Ok(); });
@@ -501,6 +520,7 @@ Outcome Check(const std::string& dir, bool all, std::mt19937_64& rng) {
     if (!err.empty()) add("bitmap", err.substr(0, 200));
     for (const auto& n : names) {
       if (!qb.count(n)) continue;
+      ++o.cov.bitmaps;
       auto set = (*q)->LoadBitmap(n);
       if (!set) add("bitmap", n + ": " + set.error().ToString());
       else if (set->ToExtents() != qb[n]) add("bitmap", n + ": dirty ranges differ");
@@ -539,6 +559,7 @@ Outcome Check(const std::string& dir, bool all, std::mt19937_64& rng) {
         continue;
       }
       if (in("qemu-img convert -l " + ShellQuote(sn.id) + " -O raw img.qcow2 snap.raw").exit_code == 0) {
+        ++o.cov.snapshots;
         std::vector<uint8_t> want = testing::ReadFileBytes(dir + "/snap.raw");
         std::remove((dir + "/snap.raw").c_str());
         // QEMU's view has the current size; ours the snapshot's own size.
@@ -647,6 +668,7 @@ std::string Repro(const std::vector<Op>& ops, uint64_t seed, const Finding& f) {
 struct RunTotals {
   uint64_t sequences = 0, skipped = 0, qemu_corrupt = 0, failing = 0;
   std::map<std::string, uint64_t> classes;
+  Coverage cov;
 };
 
 RunTotals RunSeeds(uint64_t first, uint64_t count, bool all, bool shrink) {
@@ -665,6 +687,7 @@ RunTotals RunSeeds(uint64_t first, uint64_t count, bool all, bool shrink) {
     ++t.sequences;
     t.skipped += o.skipped;
     t.qemu_corrupt += o.qemu_corrupt;
+    t.cov.Add(o.cov);
     if (o.findings.empty()) continue;
     ++t.failing;
     std::map<std::string, bool> seen;
@@ -689,6 +712,16 @@ RunTotals RunSeeds(uint64_t first, uint64_t count, bool all, bool shrink) {
               static_cast<unsigned long long>(t.skipped),
               static_cast<unsigned long long>(t.qemu_corrupt),
               static_cast<unsigned long long>(t.failing), cls.c_str(), secs);
+  std::printf("qcow2 differential coverage: final images v2 %llu, external data file %llu, "
+              "extended L2 %llu, zstd %llu, with a backing file %llu; bitmaps compared %llu, "
+              "snapshot views compared %llu\n",
+              static_cast<unsigned long long>(t.cov.v2),
+              static_cast<unsigned long long>(t.cov.data_file),
+              static_cast<unsigned long long>(t.cov.extended_l2),
+              static_cast<unsigned long long>(t.cov.zstd),
+              static_cast<unsigned long long>(t.cov.chains),
+              static_cast<unsigned long long>(t.cov.bitmaps),
+              static_cast<unsigned long long>(t.cov.snapshots));
   std::fflush(stdout);
   return t;
 }
