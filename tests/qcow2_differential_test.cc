@@ -28,6 +28,7 @@
 #include <cstring>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <random>
 #include <regex>
@@ -628,8 +629,9 @@ bool HasClass(const Outcome& o, const std::string& cls) {
   return false;
 }
 
-// Delta debugging (ddmin) over the operations, keeping the failure class.
-std::vector<Op> Shrink(std::vector<Op> ops, const std::string& cls, bool all, uint64_t seed) {
+// Delta debugging (ddmin) over the operations: the shortest sequence found
+// for which `fails` still holds (at most ~150 reruns).
+std::vector<Op> Shrink(std::vector<Op> ops, const std::function<bool(const std::vector<Op>&)>& fails) {
   size_t n = 2;
   int budget = 150;
   while (ops.size() >= 2 && budget > 0) {
@@ -639,7 +641,7 @@ std::vector<Op> Shrink(std::vector<Op> ops, const std::string& cls, bool all, ui
       std::vector<Op> trial(ops.begin(), ops.begin() + start);
       trial.insert(trial.end(), ops.begin() + std::min(ops.size(), start + chunk), ops.end());
       --budget;
-      if (HasClass(RunSequence(trial, all, seed), cls)) {
+      if (fails(trial)) {
         ops = std::move(trial);
         n = std::max<size_t>(n - 1, 2);
         reduced = true;
@@ -655,7 +657,7 @@ std::vector<Op> Shrink(std::vector<Op> ops, const std::string& cls, bool all, ui
 }
 
 std::string Repro(const std::vector<Op>& ops, uint64_t seed, const Finding& f) {
-  std::string s = "#!/bin/sh\n# strata qcow2 differential: seed " + std::to_string(seed) +
+  std::string s = "#!/bin/bash\n# strata qcow2 differential: seed " + std::to_string(seed) +
                   ", class '" + f.cls + "': " + f.detail + "\nset -x\ncd \"$(mktemp -d)\"\n";
   for (const auto& l : Script(ops)) s += l + "\n";
   const std::string ed = testing::Tool("extent-dump");
@@ -695,7 +697,10 @@ RunTotals RunSeeds(uint64_t first, uint64_t count, bool all, bool shrink) {
       if (seen[f.cls]) continue;
       seen[f.cls] = true;
       ++t.classes[f.cls];
-      std::vector<Op> small = shrink ? Shrink(ops, f.cls, all, seed) : ops;
+      auto fails = [&, cls = f.cls](const std::vector<Op>& trial) {
+        return HasClass(RunSequence(trial, all, seed), cls);
+      };
+      std::vector<Op> small = shrink ? Shrink(ops, fails) : ops;
       ADD_FAILURE() << "seed " << seed << " class '" << f.cls << "': " << f.detail
                     << "\nminimal sequence (" << small.size() << " of " << ops.size()
                     << " operations):\n" << Repro(small, seed, f);
@@ -731,6 +736,52 @@ bool HaveQemuTools() {
     if (!testing::HaveCommand(c)) return false;
   }
   return true;
+}
+
+// The shrinker on a known property: "the image has snapshot s0 and bitmap
+// b1" needs exactly three of these eight operations, and the printed script
+// must reproduce the property when run by bash.
+TEST(Qcow2Differential, ShrinkerFindsTheMinimalSequence) {
+  if (!HaveQemuTools()) GTEST_SKIP() << "qemu-img/qemu-io/qemu-nbd/nbdinfo missing";
+  std::vector<Op> ops = {
+      {false, "", "", "qemu-img create -q -f qcow2 img.qcow2 4M"},
+      {true, "img.qcow2", "qcow2", "write -P 7 0 64k"},
+      {false, "", "", "qemu-img bitmap --add img.qcow2 b0"},
+      {true, "img.qcow2", "qcow2", "write -z 1M 64k"},
+      {false, "", "", "qemu-img snapshot -c s0 img.qcow2"},
+      {true, "img.qcow2", "qcow2", "discard 0 64k"},
+      {false, "", "", "qemu-img amend -q -o lazy_refcounts=on img.qcow2"},
+      {false, "", "", "qemu-img bitmap --add img.qcow2 b1"}};
+  auto has = [](const std::string& dir) {
+    auto r = RunCommand("cd " + ShellQuote(dir) + " && qemu-img info img.qcow2");
+    return r.exit_code == 0 && r.out.find("s0") != std::string::npos &&
+           r.out.find("name: b1") != std::string::npos;
+  };
+  int runs = 0;
+  auto fails = [&](const std::vector<Op>& trial) {
+    ++runs;
+    TempDir d;
+    std::string script = "cd " + ShellQuote(d.path()) + " || exit 1\n";
+    for (const auto& l : Script(trial)) script += l + " >/dev/null 2>&1\n";
+    RunCommand(script);
+    return has(d.path());
+  };
+  ASSERT_TRUE(fails(ops));
+  std::vector<Op> small = Shrink(ops, fails);
+  ASSERT_EQ(small.size(), 3u) << runs << " runs";
+  EXPECT_EQ(small[0].text, ops[0].text);
+  EXPECT_EQ(small[1].text, ops[4].text);
+  EXPECT_EQ(small[2].text, ops[7].text);
+  // The printed reproducer creates the same image.
+  TempDir d;
+  testing::WriteFileBytes(d.File("repro.sh"), [&] {
+    std::string s = Repro(small, 0, Finding{"selftest", "snapshot s0 and bitmap b1"});
+    const std::string tmp = "cd \"$(mktemp -d)\"";
+    s.replace(s.find(tmp), tmp.size(), "cd " + ShellQuote(d.path()));
+    return std::vector<uint8_t>(s.begin(), s.end());
+  }());
+  RunCommand("bash " + ShellQuote(d.File("repro.sh")) + " >/dev/null 2>&1");
+  EXPECT_TRUE(has(d.path()));
 }
 
 TEST(Qcow2Differential, RandomSequencesMatchQemu) {
