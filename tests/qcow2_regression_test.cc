@@ -278,6 +278,24 @@ TEST(ImageOpen, ExtentDumpRefusesFifoWithoutBlocking) {
   EXPECT_NE(r.err.find("not a disk image: it is a FIFO"), std::string::npos) << r.err;
 }
 
+// `strata backup` of something that is not a disk fails at once, without
+// blocking on a FIFO while it holds the repository lock, and stores nothing.
+TEST(ImageOpen, StrataBackupRefusesNonDisks) {
+  TempDir d;
+  ASSERT_EQ(::mkfifo(d.File("fifo").c_str(), 0600), 0);
+  const std::string strata = "timeout 20 " + ShellQuote(testing::Tool("strata")) + " ";
+  RunOk(In(d) + strata + "init repo >/dev/null");
+  for (const std::string& src : {std::string("/dev/zero"), std::string("/dev/null"),
+                                 d.File("fifo")}) {
+    auto r = RunCommand(In(d) + strata + "backup --repo repo --full " + ShellQuote(src));
+    EXPECT_EQ(r.exit_code, 1) << src << ": " << r.err;  // 124: it blocked
+    EXPECT_NE(r.err.find(src + ": not a disk image"), std::string::npos) << r.err;
+  }
+  auto list = RunCommand(In(d) + strata + "list --json --repo repo");
+  EXPECT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_EQ(list.out.find("\"id\""), std::string::npos) << list.out;
+}
+
 // ---- chain files: a guest must not make strata read host files -----------
 
 // A raw disk whose first sector a guest filled with a qcow2 header naming a
