@@ -213,13 +213,13 @@ TEST(Qcow2Regression, DataFileBitmapBackupRestoresIdentically) {
   const std::string strata = ShellQuote(testing::Tool("strata")) + " ";
   RunOk(In(d) + "qemu-img create -q -f qcow2 -o data_file=vm.raw,data_file_raw=on vm.qcow2 16M && "
         "qemu-io -f qcow2 -c 'write -P 0x11 0 4M' -c 'write -P 0x12 9M 1M' vm.qcow2 >/dev/null && "
-        "qemu-img bitmap --add vm.qcow2 b0 && " + strata + "init repo >/dev/null && " + strata +
-        "backup --repo repo --full vm.qcow2 >/dev/null && "
+        + strata + "init repo >/dev/null && " + strata +
+        "backup --repo repo --full --bitmap b0 vm.qcow2 >/dev/null && "
         "qemu-io -f qcow2 -c 'write -P 0x22 1M 64k' -c 'write -z 9M 512k' -c 'write -P 0x23 15M 3k' "
         "vm.qcow2 >/dev/null");
   auto b = RunCommand(In(d) + strata + "backup --json --repo repo --bitmap b0 vm.qcow2");
   ASSERT_EQ(b.exit_code, 0) << b.err;
-  EXPECT_NE(b.out.find("\"changed_bytes\": " + std::to_string(65536 + (512 << 10) + 65536)),
+  EXPECT_NE(b.out.find("\"changed_bytes\":" + std::to_string(65536 + (512 << 10) + 65536)),
             std::string::npos) << b.out;
   RunOk(In(d) + strata + "restore --repo repo out.raw >/dev/null");
   auto cmp = RunCommand(In(d) + "qemu-img compare -q -f raw -F qcow2 out.raw vm.qcow2");

@@ -265,7 +265,7 @@ Status BackupJob::OpenDiskAndImage() {
   } else {
     header_.disk_id = RandomId128();
   }
-  STRATA_ASSIGN_OR_RETURN(image_, OpenImage(req_.image, format));
+  STRATA_ASSIGN_OR_RETURN(image_, OpenImage(req_.image, format, req_.open));
   header_.disk_format = FormatOf(*image_);
   qcow2_ = dynamic_cast<Qcow2Image*>(image_.get());
   read_ = image_.get();
@@ -596,7 +596,8 @@ Status BackupJob::LoadParentBitmap() {
 // qemu-img changed the image's metadata: read it afresh.
 Status BackupJob::ReopenImage() {
   snapshot_view_.reset();
-  STRATA_ASSIGN_OR_RETURN(image_, OpenImage(req_.image, std::string(DiskFormatName(header_.disk_format))));
+  STRATA_ASSIGN_OR_RETURN(image_,
+                          OpenImage(req_.image, std::string(DiskFormatName(header_.disk_format)), req_.open));
   qcow2_ = dynamic_cast<Qcow2Image*>(image_.get());
   read_ = image_.get();
   if (want_snapshot_) {

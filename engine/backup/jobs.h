@@ -74,6 +74,9 @@ struct BackupRequest {
   std::string image;
   std::string format = "auto";          // a disk known to the repository keeps its format
   std::string disk_name;                // default: the image's absolute path
+  // Which backing and data files a qcow2 chain may follow (default: regular
+  // files in the image's own directory, with a declared format).
+  ImageOpenOptions open;
   ChangeSource source;
   std::string parent = "latest";        // "latest": the newest backup of the disk that fits
   std::optional<uint64_t> granularity;  // kFull only; incrementals take the parent's
