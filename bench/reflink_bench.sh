@@ -8,12 +8,15 @@
 #   defaults: 64G 0.125 (8 GiB of data) 0.01 (1% of the 64 KiB blocks) xfs
 #   FS: xfs (mkfs.xfs -m reflink=1) or btrfs
 #
-# Steps: `strata generate` writes the image on the loop file system, it is
-# cloned (snap1, FICLONE via cp --reflink=always), `strata scribble` rewrites
-# CHANGE_FRACTION of its 64 KiB blocks, it is cloned again (snap2); then the
-# diff snap1 -> snap2 is timed 5 times with the page cache dropped before
-# each (cold) and 5 times without (warm), and its reported bytes are compared
-# with the bytes scribble wrote. Needs root (loop mount) and about
+# Steps: `strata generate` writes the image on the loop file system; a full
+# `strata backup --reflink` (repository A, which clones it: snap1) and a full
+# backup that ends at a tracker checkpoint (repository B) are taken;
+# `strata scribble --tracker` rewrites CHANGE_FRACTION of its 64 KiB blocks,
+# marking them; the image is cloned again (snap2) and the diff snap1 -> snap2
+# is timed 5 times with the page cache dropped before each (cold) and 5 times
+# without (warm), its reported bytes compared with the bytes scribble wrote.
+# Then, each with the page cache dropped first, the same change is backed up
+# three ways in one run: `--scan` (A), `--reflink` (A) and `--tracker` (B). Needs root (loop mount) and about
 # DATA_FRACTION*VIRTUAL_SIZE + 2 GiB free under $WORK (default
 # /var/tmp/strata-reflink-bench); the script checks before it starts.
 set -euo pipefail
@@ -73,33 +76,51 @@ t0=$(now)
 "$BIN/strata" generate --size "$SIZE" --fill "$FILL" --seed 7 img.raw >&2
 sync
 t1=$(now)
-cp --reflink=always img.raw snap1
+"$BIN/strata" init repoA >/dev/null
+"$BIN/strata" init repoB >/dev/null
+"$BIN/strata" tracker init --tracker trk --size "$(stat -c %s img.raw)" >/dev/null
+full=$("$BIN/strata" backup --json --repo repoA --full --reflink img.raw)
+"$BIN/strata" backup --repo repoB --full --tracker trk img.raw >/dev/null
+snap1=$(sed -E 's/.*"end":\{[^}]*"name":"([^"]*)".*/\1/' <<<"$full")
 t2=$(now)
-scribble=$("$BIN/strata" scribble --fraction "$CHANGE" --seed 9 --json img.raw)
+scribble=$("$BIN/strata" scribble --tracker trk --fraction "$CHANGE" --seed 9 --json img.raw)
 sync
 t3=$(now)
 cp --reflink=always img.raw snap2
 t4=$(now)
 written=$(sed -E 's/.*"bytes": ([0-9]+).*/\1/' <<<"$scribble")
-echo "# generate $(ms "$t0" "$t1") ms, clone $(ms "$t1" "$t2") ms, scribble $(ms "$t2" "$t3") ms" \
+echo "# generate $(ms "$t0" "$t1") ms, two full backups $(ms "$t1" "$t2") ms, scribble $(ms "$t2" "$t3") ms" \
   "($written bytes), clone $(ms "$t3" "$t4") ms" >&2
 
 diff_once() {  # -> milliseconds; the JSON goes to diff.json
   local a b
   a=$(now)
-  "$BIN/extent-dump" --reflink-diff snap1 snap2 --output json > "$WORK/diff.json"
+  "$BIN/extent-dump" --reflink-diff "$snap1" snap2 --output json > "$WORK/diff.json"
   b=$(now)
   ms "$a" "$b"
 }
 cold=(); warm=()
 for _ in $(seq $RUNS); do drop; cold+=("$(diff_once)"); done
 for _ in $(seq $RUNS); do warm+=("$(diff_once)"); done
-human=$("$BIN/extent-dump" --reflink-diff snap1 snap2)
+human=$("$BIN/extent-dump" --reflink-diff "$snap1" snap2)
 reported=$(awk -F'"length": |}' '{ s += $2 } END { printf "%.0f", s }' "$WORK/diff.json")
 runs=$(grep -c start "$WORK/diff.json" || true)
 extents=$(grep -o 'extents [0-9]* -> [0-9]*' <<<"$human")
 # The process alone (start, exit, nothing to compare): what the figures include.
 a=$(now); "$BIN/extent-dump" --help >/dev/null; b=$(now); startup=$(ms "$a" "$b")
+rm -f snap2
+# The whole incremental, three ways, the same change, cold each time.
+timed() {  # LABEL ARGS... -> "ms changed_bytes"
+  local a b out
+  drop
+  a=$(now)
+  out=$("$BIN/strata" backup --json "$@")
+  b=$(now)
+  echo "$(ms "$a" "$b") $(sed -E 's/.*"changed_bytes":([0-9]+).*/\1/' <<<"$out")"
+}
+read -r scan_ms scan_changed <<<"$(timed --repo repoA --scan img.raw)"
+read -r refl_ms refl_changed <<<"$(timed --repo repoA --reflink img.raw)"
+read -r trk_ms trk_changed <<<"$(timed --repo repoB --tracker trk img.raw)"
 
 echo
 echo "| what ($SIZE virtual, fill $FILL, $CHANGE of 64 KiB blocks rewritten, loop $FS) | figure |"
@@ -111,4 +132,8 @@ echo "| load average at the end | $(cut -d" " -f1-3 /proc/loadavg) |"
 echo "| process start and exit alone (\`extent-dump --help\`) | $startup ms |"
 echo "| FIEMAP extents old -> new | ${extents#extents } |"
 echo "| bytes rewritten / reported (runs) | $written / $reported ($runs runs), $(awk -v r="$reported" -v w="$written" 'BEGIN { printf "%.3f", (w > 0 ? r / w : 0) }')x |"
+echo "| whole incremental, cold: \`backup --reflink\` (clone, diff, read the clone) | $refl_ms ms, $refl_changed bytes changed |"
+echo "| whole incremental, cold: \`backup --tracker\` (checkpoint, read) | $trk_ms ms, $trk_changed bytes changed |"
+echo "| whole incremental, cold: \`backup --scan\` (read everything) | $scan_ms ms |"
+echo "| reflink / tracker | $(awk -v a="$refl_ms" -v b="$trk_ms" 'BEGIN { printf "%.2f", a / b }')x |"
 rm -f "$WORK/diff.json"

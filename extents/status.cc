@@ -17,6 +17,8 @@ std::string_view StatusCodeName(StatusCode code) {
     case StatusCode::kAlreadyExists: return "already exists";
     case StatusCode::kUnknownState: return "unknown state";
     case StatusCode::kBusy: return "busy";
+    case StatusCode::kCancelled: return "cancelled";
+    case StatusCode::kNoMemory: return "out of memory";
   }
   return "unknown code";
 }

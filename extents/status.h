@@ -30,6 +30,8 @@ enum class StatusCode : int {
   kAlreadyExists = 7,    // a name or file that must be new exists
   kUnknownState = 8,     // change information was lost: a full backup is needed
   kBusy = 9,             // a resource is in use (e.g. tracker locked)
+  kCancelled = 10,       // the caller asked to stop (progress callback, signal)
+  kNoMemory = 11,        // an allocation failed (C API; C++ callers see std::bad_alloc)
 };
 
 // Name of a code, e.g. "corruption".
@@ -59,6 +61,9 @@ class [[nodiscard]] Status {
   }
   static Status UnknownState(std::string msg) {
     return Status(StatusCode::kUnknownState, std::move(msg));
+  }
+  static Status Cancelled(std::string msg) {
+    return Status(StatusCode::kCancelled, std::move(msg));
   }
   static Status Busy(std::string msg) {
     return Status(StatusCode::kBusy, std::move(msg));

@@ -61,6 +61,20 @@ Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, OpenMode mo
 // Takes ownership of an open descriptor (closed with the File).
 std::unique_ptr<File> AdoptPosixFile(const std::string& path, int fd);
 
+// Opens a disk image read-only, never blocking: the open uses O_NONBLOCK (so
+// a FIFO cannot hang it), then fstat decides and O_NONBLOCK is cleared.
+// Regular files are accepted; block devices too unless `regular_only`.
+// Anything else (a character device such as /dev/zero or /dev/null, a FIFO,
+// a socket, a directory) is kInvalidArgument with one line naming the path
+// and what it is. `no_follow` refuses a symlink as the last component
+// (callers that already resolved the path with realpath use it).
+Result<std::unique_ptr<File>> OpenDiskFile(const std::string& path, bool regular_only = false,
+                                           bool no_follow = false);
+
+// "regular file", "block device", "character device", "FIFO", "socket",
+// "directory", "symbolic link" or "special file", for a stat mode.
+const char* FileTypeName(unsigned mode);
+
 // Allocates page-aligned memory (address and size multiples of 4096), as
 // O_DIRECT needs for its buffers: std::vector<uint8_t, PageAlignedAllocator<uint8_t>>.
 template <class T>

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "engine/backup/archive.h"
+#include "engine/backup/archive_writer.h"
 #include "engine/backup/pipeline.h"
 #include "tests/test_util.h"
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fails when a lower layer includes a higher one (extents <- formats <- engine <- tools).
+# Fails when a lower layer includes a higher one
+# (extents <- formats <- engine <- capi <- tools).
 set -u
 root=${1:-.}
 cd "$root" || exit 2
@@ -13,8 +14,9 @@ check() {  # DIR FORBIDDEN-PREFIX...
     fi
   done
 }
-check extents formats engine tools
-check formats engine tools
-check engine tools
+check extents formats engine capi tools
+check formats engine capi tools
+check engine capi tools
+check capi tools
 if [ $bad -eq 0 ]; then echo "layering ok"; fi
 exit $bad

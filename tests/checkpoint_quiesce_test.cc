@@ -6,6 +6,7 @@
 
 #include <filesystem>
 
+#include "tests/loop_fs.h"
 #include "tests/test_util.h"
 
 namespace strata {
@@ -17,42 +18,9 @@ using testing::ShellQuote;
 
 std::string S(const std::string& args) { return testing::Tool("strata") + " " + args; }
 
-class LoopExt4 {
- public:
-  explicit LoopExt4(const testing::TempDir& dir) : mnt_(dir.File("mnt")) {
-    if (::geteuid() != 0) { skip_ = "not root"; return; }
-    if (!testing::HaveCommand("mkfs.ext4") || !testing::HaveCommand("losetup")) {
-      skip_ = "mkfs.ext4 or losetup missing";
-      return;
-    }
-    std::string img = dir.File("fs.img");
-    if (RunCommand("truncate -s 64M " + ShellQuote(img) + " && mkfs.ext4 -q -F " + ShellQuote(img)).exit_code) {
-      skip_ = "mkfs.ext4 failed";
-      return;
-    }
-    auto l = RunCommand("losetup -f --show " + ShellQuote(img));
-    if (l.exit_code != 0) { skip_ = "no loop device: " + l.err; return; }
-    dev_ = l.out.substr(0, l.out.find('\n'));
-    std::filesystem::create_directory(mnt_);
-    if (RunCommand("mount " + ShellQuote(dev_) + " " + ShellQuote(mnt_)).exit_code != 0) {
-      skip_ = "mount failed";
-      return;
-    }
-    mounted_ = true;
-  }
-  ~LoopExt4() {
-    // Thaw first in case a test failed mid-window; harmless when not frozen.
-    if (mounted_) {
-      RunCommand("fsfreeze -u " + ShellQuote(mnt_) + " 2>/dev/null; umount " + ShellQuote(mnt_));
-    }
-    if (!dev_.empty()) RunCommand("losetup -d " + ShellQuote(dev_));
-  }
-  const std::string& skip() const { return skip_; }
-  const std::string& mnt() const { return mnt_; }
-
- private:
-  std::string mnt_, dev_, skip_;
-  bool mounted_ = false;
+// ext4 on a loop device in the test's own directory.
+struct LoopExt4 : testing::LoopFs {
+  explicit LoopExt4(const testing::TempDir& dir) : testing::LoopFs(dir.path(), "ext4", "mkfs.ext4 -q -F", "") {}
 };
 
 TEST(CheckpointQuiesce, FreezesChecksAndThaws) {

@@ -5,3 +5,7 @@
 strata_test(extent_map_diff_test SOURCES extent_map_diff_test.cc LINKS strata_raw)
 strata_test(reflink_test SOURCES reflink_test.cc LINKS strata_raw LABEL reflink)
 add_dependencies(reflink_test extent-dump)
+# strata backup --reflink (issue 18) on loop XFS/btrfs through the CLI.
+strata_test(reflink_backup_test SOURCES reflink_backup_test.cc
+  LINKS strata_extents nlohmann_json::nlohmann_json LABEL reflink)
+add_dependencies(reflink_backup_test strata)

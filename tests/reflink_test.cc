@@ -25,75 +25,18 @@
 #include <sstream>
 
 #include "formats/raw/reflink.h"
+#include "tests/loop_fs.h"
 #include "tests/test_util.h"
 
 namespace strata {
 namespace {
 
+using testing::LoopFs;
+using testing::MakeBtrfs;
+using testing::MakeXfs;
 using testing::RunCommand;
 using testing::ShellQuote;
 
-// A file system on a loop device over a sparse file in the test's directory.
-class LoopFs {
- public:
-  // `mkfs` is the command with the image path appended; `opts` mount options.
-  LoopFs(const std::string& dir, const std::string& name, const std::string& mkfs,
-         const std::string& opts)
-      : mnt_(dir + "/" + name + ".mnt") {
-    if (::geteuid() != 0) {
-      skip_ = "not root (loop mounts need root)";
-      return;
-    }
-    const std::string tool = mkfs.substr(0, mkfs.find(' '));
-    if (!testing::HaveCommand(tool) || !testing::HaveCommand("losetup")) {
-      skip_ = tool + " or losetup not installed (scripts/setup.sh installs them)";
-      return;
-    }
-    const std::string img = dir + "/" + name + ".img";
-    auto mk = RunCommand("truncate -s 512M " + ShellQuote(img) + " && " + mkfs + " " +
-                         ShellQuote(img));
-    if (mk.exit_code != 0) {
-      skip_ = tool + " failed: " + mk.err;
-      return;
-    }
-    auto l = RunCommand("losetup -f --show " + ShellQuote(img));
-    if (l.exit_code != 0) {
-      skip_ = "no loop device: " + l.err;
-      return;
-    }
-    dev_ = l.out.substr(0, l.out.find('\n'));
-    std::filesystem::create_directory(mnt_);
-    auto m = RunCommand("mount " + (opts.empty() ? "" : "-o " + ShellQuote(opts) + " ") +
-                        ShellQuote(dev_) + " " + ShellQuote(mnt_));
-    if (m.exit_code != 0) {
-      skip_ = "mount " + tool + " failed: " + m.err;
-      return;
-    }
-    mounted_ = true;
-  }
-  ~LoopFs() {
-    if (mounted_ && RunCommand("umount " + ShellQuote(mnt_)).exit_code != 0) {
-      RunCommand("umount -l " + ShellQuote(mnt_));
-    }
-    if (!dev_.empty()) RunCommand("losetup -d " + ShellQuote(dev_));
-  }
-  LoopFs(const LoopFs&) = delete;
-  LoopFs& operator=(const LoopFs&) = delete;
-  const std::string& skip() const { return skip_; }
-  const std::string& mnt() const { return mnt_; }
-
- private:
-  std::string mnt_, dev_, skip_;
-  bool mounted_ = false;
-};
-
-LoopFs* MakeXfs(const testing::TempDir& dir, const std::string& name = "xfs") {
-  return new LoopFs(dir.path(), name, "mkfs.xfs -q -m reflink=1", "");
-}
-LoopFs* MakeBtrfs(const testing::TempDir& dir, const std::string& opts,
-                  const std::string& name = "btrfs") {
-  return new LoopFs(dir.path(), name, "mkfs.btrfs -q", opts);
-}
 
 // ---- histories ----
 

@@ -1,4 +1,4 @@
-/* The plain C interface (engine/tracker/strata_tracker_c.h), compiled as C:
+/* The plain C interface (include/strata/strata.h: the tracker), compiled as C:
  * create, mark, checkpoint, iterate changed extents, error codes, reopen. */
 #define _POSIX_C_SOURCE 200809L
 #include <stdint.h>
@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "engine/tracker/strata_tracker_c.h"
+#include "strata/strata.h"
 
 static int failures = 0;
 #define CHECK(cond)                                                         \

@@ -212,11 +212,18 @@ SOURCE is one of (running VMs: --nbd, --qmp, --libvirt; see 'strata backup
                          --full --bitmap NAME)
   --since-snapshot SNAP  what changed since qcow2 internal snapshot SNAP (the
                          parent must end at SNAP, e.g. --full --snapshot SNAP)
+  --reflink              raw image on XFS or btrfs: clone it (FICLONE), back up
+                         the clone, and read only the extents where it differs
+                         from the parent's clone (FIEMAP; no tracker, no full
+                         read); the parent's clone is removed afterwards
 END POINT (with --full or --scan; where the next incremental starts):
   --tracker DIR          take a new checkpoint first (inside the freeze window)
   --bitmap NAME          add a fresh qcow2 bitmap first
   --snapshot SNAP        read qcow2 internal snapshot SNAP instead of the active
                          layer (also with --since-snapshot)
+  --reflink              clone the raw image first and back up the clone
+     --snapshot-dir DIR  where clones are kept (same file system; default
+                         .strata-snapshots beside the image)
 Options:
   --disk NAME       the disk's name in the repository (default: IMAGE's
                     absolute path); a known disk keeps its format
@@ -227,6 +234,9 @@ Options:
                     --confine, --force-freeze, --state-dir as for
                     'strata checkpoint'; the freeze is journaled first)
   --format FMT      raw, qcow2 or auto (default; a known disk keeps its format)
+  --allow-backing DIR  a qcow2 image's backing and data files may lie in DIR
+                    (repeatable; default: the image's own directory only;
+                    devices and files outside are refused)
   --granularity N   block size of a full backup (default 64K; incrementals
                     take the parent's)
   --level N         zstd level (default 1)          --chunk-size N (default 1M)
@@ -243,10 +253,10 @@ int BackupMain(int argc, char** argv) {
   const char* tool = "strata backup";
   std::set<std::string> vf = {"--repo",   "--bitmap", "--since-snapshot", "--snapshot", "--tracker",
                               "--since",  "--checkpoint", "--parent",     "--format",   "--granularity",
-                              "--disk",   "--lock-wait"};
+                              "--disk",   "--lock-wait", "--snapshot-dir", "--allow-backing"};
   vf.insert(kPipelineFlags.begin(), kPipelineFlags.end());
   vf.insert(kQuiesceValueFlags.begin(), kQuiesceValueFlags.end());
-  std::set<std::string> bf = {"--help", "--json", "--full", "--scan", "--no-direct"};
+  std::set<std::string> bf = {"--help", "--json", "--full", "--scan", "--no-direct", "--reflink"};
   bf.insert(kQuiesceBoolFlags.begin(), kQuiesceBoolFlags.end());
   auto a = Args::Parse(argc, argv, 1, vf, bf);
   if (!a) return Usage(tool, a.error().message());
@@ -258,12 +268,14 @@ int BackupMain(int argc, char** argv) {
   if (a->positional().size() != 1) return Usage(tool, "expected one IMAGE");
   const bool full = a->Has("--full"), scan = a->Has("--scan"), since_snap = a->Has("--since-snapshot");
   if (full + scan + since_snap > 1) return Usage(tool, "choose one of --full, --scan, --since-snapshot");
-  if (!full && !scan && !since_snap && !a->Has("--tracker") && !a->Has("--bitmap")) {
-    return Usage(tool, "choose a source: --full, --scan, --tracker DIR, --bitmap NAME or --since-snapshot SNAP");
+  if (!full && !scan && !since_snap && !a->Has("--tracker") && !a->Has("--bitmap") && !a->Has("--reflink")) {
+    return Usage(tool,
+                 "choose a source: --full, --scan, --tracker DIR, --bitmap NAME, --since-snapshot SNAP or --reflink");
   }
-  if (a->Has("--tracker") + a->Has("--bitmap") + a->Has("--snapshot") > 1) {
-    return Usage(tool, "a backup ends at one point: choose one of --tracker, --bitmap, --snapshot");
+  if (a->Has("--tracker") + a->Has("--bitmap") + a->Has("--snapshot") + a->Has("--reflink") > 1) {
+    return Usage(tool, "a backup ends at one point: choose one of --tracker, --bitmap, --snapshot, --reflink");
   }
+  if (a->Has("--snapshot-dir") && !a->Has("--reflink")) return Usage(tool, "--snapshot-dir goes with --reflink");
   if ((a->Has("--since") || a->Has("--checkpoint")) && !a->Has("--tracker")) {
     return Usage(tool, "--since and --checkpoint go with --tracker");
   }
@@ -281,8 +293,8 @@ int BackupMain(int argc, char** argv) {
   if (Status s = ParsePipeline(*a, &opt); !s.ok()) return Usage(tool, s.message());
   auto fw = ParseFreezeWindow(*a);
   if (!fw) return Usage(tool, fw.error().message());
-  if (fw->enabled && !a->Has("--tracker") && !a->Has("--bitmap")) {
-    return Usage(tool, "--quiesce freezes while the end point is taken: it needs --tracker or --bitmap");
+  if (fw->enabled && !a->Has("--tracker") && !a->Has("--bitmap") && !a->Has("--reflink")) {
+    return Usage(tool, "--quiesce freezes while the end point is taken: it needs --tracker, --bitmap or --reflink");
   }
   const bool json = a->Has("--json");
   BackupRequest req;
@@ -292,6 +304,7 @@ int BackupMain(int argc, char** argv) {
     return Usage(tool, "--format must be raw, qcow2 or auto");
   }
   req.disk_name = a->Get("--disk").value_or("");
+  req.open.allowed_dirs = a->All("--allow-backing");
   req.parent = a->Get("--parent").value_or("latest");
   if (req.parent != "latest" && !IdFromHex(req.parent) &&
       (req.parent.size() < 4 || req.parent.size() > 32 ||
@@ -312,10 +325,13 @@ int BackupMain(int argc, char** argv) {
   src.bitmap = a->Get("--bitmap").value_or("");
   src.snapshot = a->Get("--snapshot").value_or("");
   src.since_snapshot = a->Get("--since-snapshot").value_or("");
+  src.reflink = a->Has("--reflink");
+  src.snapshot_dir = a->Get("--snapshot-dir").value_or("");
   if (full) src.kind = SourceKind::kFull;
   else if (scan) src.kind = SourceKind::kScan;
   else if (since_snap) src.kind = SourceKind::kSnapshot;
   else if (!src.tracker_dir.empty()) src.kind = SourceKind::kTracker;
+  else if (src.reflink) src.kind = SourceKind::kReflink;
   else src.kind = SourceKind::kBitmap;
   if (fw->enabled) {
     // Never freeze the filesystem the tracker writes its state to.
@@ -556,7 +572,8 @@ int RestoreMain(int argc, char** argv) {
 
 int VerifyMain(int argc, char** argv) {
   const char* tool = "strata verify";
-  auto a = Args::Parse(argc, argv, 1, {"--repo", "--backup", "--against", "--format", "--disk", "--lock-wait"},
+  auto a = Args::Parse(argc, argv, 1, {"--repo", "--backup", "--against", "--format", "--disk", "--lock-wait",
+                                       "--allow-backing"},
                        {"--help", "--json"});
   if (!a) return Usage(tool, a.error().message());
   if (a->Has("--help")) {
@@ -649,7 +666,9 @@ int VerifyMain(int argc, char** argv) {
       const ArchiveHeader& top = (*chain)[0]->header();
       std::string fmt = a->Get("--format").value_or(
           top.disk_format == DiskFormat::kUnknown ? "auto" : DiskFormatName(top.disk_format));
-      auto img = OpenImage(*against, fmt);
+      ImageOpenOptions oo;
+      oo.allowed_dirs = a->All("--allow-backing");
+      auto img = OpenImage(*against, fmt, oo);
       if (!img) return Fail(tool, img.error());
       if ((*img)->size() != (*chain)[0]->header().disk_size) {
         return Fail(tool, Status::Corruption(*against + ": size differs from the backup"));

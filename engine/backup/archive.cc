@@ -1,4 +1,5 @@
 #include "engine/backup/archive.h"
+#include "engine/backup/archive_writer.h"
 
 #include "extents/id128.h"
 

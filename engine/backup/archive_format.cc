@@ -30,6 +30,7 @@ const char* SourceKindName(SourceKind k) {
     case SourceKind::kTracker: return "tracker";
     case SourceKind::kScan: return "scan";
     case SourceKind::kMerge: return "merge";
+    case SourceKind::kReflink: return "reflink";
   }
   return "unknown";
 }
@@ -56,6 +57,7 @@ const char* PointKindName(PointKind k) {
     case PointKind::kTracker: return "tracker";
     case PointKind::kQcow2Bitmap: return "qcow2-bitmap";
     case PointKind::kQcow2Snapshot: return "qcow2-snapshot";
+    case PointKind::kReflinkClone: return "reflink-clone";
     case PointKind::kQemuBitmap: return "qemu-bitmap";
     case PointKind::kLibvirtCheckpoint: return "libvirt-checkpoint";
   }
@@ -70,6 +72,7 @@ std::string ChainPoint::Describe() const {
              Id128ToHex(source).substr(0, 8);
     case PointKind::kQcow2Bitmap: return "qcow2 bitmap '" + name + "'";
     case PointKind::kQcow2Snapshot: return "internal snapshot '" + name + "'";
+    case PointKind::kReflinkClone: return "reflink clone " + name;
     case PointKind::kQemuBitmap: return "QEMU bitmap '" + name + "'";
     case PointKind::kLibvirtCheckpoint:
       return "libvirt checkpoint '" + name + "' of domain " + Id128ToHex(source).substr(0, 8);
@@ -176,7 +179,7 @@ Result<ArchiveHeader> DecodeHeader(std::span<const uint8_t> b, const std::string
     return Corrupt(file, 72, "granularity shift " + std::to_string(h.granularity_shift));
   }
   if (h.compression != 1) return Status::Unsupported(file + ": unknown compression " + std::to_string(h.compression));
-  if (p[75] > static_cast<uint8_t>(SourceKind::kMerge)) return Corrupt(file, 75, "unknown source kind");
+  if (p[75] > kMaxSourceKind) return Corrupt(file, 75, "unknown source kind");
   if (h.chunk_size < kMinChunk || h.chunk_size > kMaxChunk) return Corrupt(file, 76, "chunk size");
   if (name_len > kMaxSourceName) return Corrupt(file, 88, "source name length " + std::to_string(name_len));
   if (IsNullId(h.parent_id) && h.parent_identity != 0) {

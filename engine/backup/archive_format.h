@@ -30,8 +30,10 @@ enum class SourceKind : uint8_t {
   kSnapshot = 2,  // a qcow2 internal snapshot diff
   kTracker = 3,   // a strata tracker checkpoint
   kScan = 4,      // read everything, keep chunks whose hash changed
-  kMerge = 5,     // made offline by strata merge
+  kMerge = 5,     // made offline by strata merge (version 1 archives)
+  kReflink = 6,   // changed extents between two reflink clones (FIEMAP)
 };
+inline constexpr uint8_t kMaxSourceKind = 6;
 const char* SourceKindName(SourceKind k);
 
 // How the disk was read (§3): the format a repository remembers per disk.

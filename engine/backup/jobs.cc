@@ -1,18 +1,24 @@
 // Repository jobs (jobs.h). The chain rules are in docs/design/chains.md.
 #include "engine/backup/jobs.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <climits>
 #include <cstdlib>
+#include <cstring>
 #include <optional>
 
 #include "engine/backup/qemu_img.h"
 #include "engine/tracker/tracker.h"
+#include "extents/checksum.h"
+#include "extents/endian.h"
+#include "formats/env.h"
 #include "formats/open_image.h"
 #include "formats/qcow2/qcow2_image.h"
+#include "formats/raw/reflink.h"
 
 namespace strata {
 
@@ -79,6 +85,22 @@ std::string NewestOf(const Repository& repo, const Id128& disk) {
   return "its newest backup " + Short(e->id()) + " ends at " + e->header.end.Describe();
 }
 
+// A clone's identity: inode, size and times (a clone strata made is never
+// written; anything that touched it changes its ctime).
+Result<uint64_t> CloneFingerprint(const std::string& path) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) return Status::FromErrno(errno, path);
+  if (!S_ISREG(st.st_mode)) return Status::InvalidArgument(path + ": not a regular file");
+  uint8_t b[48];
+  StoreLE64(b, st.st_ino);
+  StoreLE64(b + 8, static_cast<uint64_t>(st.st_size));
+  StoreLE64(b + 16, static_cast<uint64_t>(st.st_mtim.tv_sec));
+  StoreLE64(b + 24, static_cast<uint64_t>(st.st_mtim.tv_nsec));
+  StoreLE64(b + 32, static_cast<uint64_t>(st.st_ctim.tv_sec));
+  StoreLE64(b + 40, static_cast<uint64_t>(st.st_ctim.tv_nsec));
+  return Xxh3_64(b, sizeof b);
+}
+
 ChainPoint SnapshotPoint(const Id128& disk, const Qcow2Snapshot& s) {
   ChainPoint p;
   p.kind = PointKind::kQcow2Snapshot;
@@ -141,14 +163,17 @@ class BackupJob {
     if (want_tracker_) return "--tracker " + (src_.tracker_dir.empty() ? "DIR" : src_.tracker_dir);
     if (want_bitmap_) return "--bitmap " + src_.bitmap;
     if (want_snapshot_) return "--snapshot " + src_.snapshot;
+    if (want_reflink_) return "--reflink";
     return "";
   }
+  Status ChooseReflinkParent();
 
   Repository& repo_;
   const BackupRequest& req_;
   const ChangeSource& src_;
   BackupResult result_;
-  bool want_tracker_ = false, want_bitmap_ = false, want_snapshot_ = false;
+  bool want_tracker_ = false, want_bitmap_ = false, want_snapshot_ = false, want_reflink_ = false;
+  std::string added_clone_;         // a clone this job made (removed again on failure)
 
   ArchiveHeader header_;
   std::string disk_name_;
@@ -172,10 +197,12 @@ Status BackupJob::CheckRequest() {
   want_tracker_ = src_.tracker != nullptr || !src_.tracker_dir.empty();
   want_bitmap_ = !src_.bitmap.empty();
   want_snapshot_ = !src_.snapshot.empty();
-  const int recorders = want_tracker_ + want_bitmap_ + want_snapshot_;
+  want_reflink_ = src_.reflink;
+  const int recorders = want_tracker_ + want_bitmap_ + want_snapshot_ + want_reflink_;
   if (recorders > 1) {
     return Status::InvalidArgument(
-        "a backup ends at one point: choose one of a tracker, a qcow2 bitmap series or an internal snapshot");
+        "a backup ends at one point: choose one of a tracker, a qcow2 bitmap series, an internal snapshot "
+        "or a reflink clone");
   }
   if (src_.changes != nullptr) {
     if (recorders > 0) {
@@ -201,6 +228,9 @@ Status BackupJob::CheckRequest() {
       if (want_tracker_ || want_bitmap_) {
         return Status::InvalidArgument("a snapshot diff ends at a snapshot (--snapshot) or at no point");
       }
+      break;
+    case SourceKind::kReflink:
+      if (!want_reflink_) return Status::InvalidArgument("a reflink backup needs the reflink recorder");
       break;
     case SourceKind::kMerge:
       return Status::InvalidArgument("a merge is not a change source");
@@ -239,7 +269,7 @@ Status BackupJob::OpenDiskAndImage() {
   if (req_.opened != nullptr) {
     read_ = req_.opened;
   } else {
-    STRATA_ASSIGN_OR_RETURN(image_, OpenImage(req_.image, format));
+    STRATA_ASSIGN_OR_RETURN(image_, OpenImage(req_.image, format, req_.open));
     read_ = image_.get();
   }
   header_.disk_format = FormatOf(*read_);
@@ -249,6 +279,10 @@ Status BackupJob::OpenDiskAndImage() {
                             (src_.kind == SourceKind::kBitmap || src_.kind == SourceKind::kSnapshot));
   if (needs_qcow2 && qcow2_ == nullptr) {
     return Status::InvalidArgument(req_.image + ": qcow2 bitmaps and internal snapshots need a qcow2 image (it is " +
+                                   std::string(read_->format()) + ")");
+  }
+  if (want_reflink_ && read_->format() != "raw") {
+    return Status::InvalidArgument(req_.image + ": reflink clones are taken of raw images (it is " +
                                    std::string(read_->format()) + ")");
   }
   if (want_snapshot_) {
@@ -370,6 +404,42 @@ Status BackupJob::ChooseBitmapParent() {
   return Status::Ok();
 }
 
+// kReflink: the newest backup of the disk that ends at a clone; the clone
+// must still be the file strata made (same fingerprint), or what changed
+// since cannot be told.
+Status BackupJob::ChooseReflinkParent() {
+  if (req_.parent != "latest") {
+    STRATA_ASSIGN_OR_RETURN(parent_, NamedParent(repo_, req_.parent, header_.disk_id, disk_name_));
+    if (parent_->header.end.kind != PointKind::kReflinkClone) {
+      return Status::UnknownState("backup " + Short(parent_->id()) + " ends at " + parent_->header.end.Describe() +
+                                  ", not at a reflink clone");
+    }
+  } else {
+    for (const CatalogEntry& e : repo_.entries()) {
+      const ArchiveHeader& h = e.header;
+      if (h.version < 2 || h.disk_id != header_.disk_id || h.end.kind != PointKind::kReflinkClone) continue;
+      if (!parent_ || h.content_unix_ns >= parent_->header.content_unix_ns) parent_ = &e;
+    }
+    if (!parent_) return NoParentAt(repo_, header_.disk_id, disk_name_, "a reflink clone", Recorder());
+  }
+  const ChainPoint& e = parent_->header.end;
+  auto fp = CloneFingerprint(e.name);
+  const std::string advice = ": what changed since backup " + Short(parent_->id()) +
+                             " cannot be told; take 'backup --scan --reflink'";
+  if (!fp) {
+    if (fp.error().code() == StatusCode::kNotFound) {
+      return Status::UnknownState(e.name + ": the reflink clone backup " + Short(parent_->id()) + " ends at is gone" +
+                                  advice);
+    }
+    return fp.error();
+  }
+  if (*fp != e.seq) {
+    return Status::UnknownState(e.name + ": the reflink clone was modified or replaced since backup " +
+                                Short(parent_->id()) + advice);
+  }
+  return Status::Ok();
+}
+
 Status BackupJob::ChooseParent() {
   if (src_.changes != nullptr) {
     if (src_.kind == SourceKind::kFull) return Status::Ok();
@@ -404,6 +474,9 @@ Status BackupJob::ChooseParent() {
         break;
       case SourceKind::kBitmap:
         STRATA_RETURN_IF_ERROR(ChooseBitmapParent());
+        break;
+      case SourceKind::kReflink:
+        STRATA_RETURN_IF_ERROR(ChooseReflinkParent());
         break;
       case SourceKind::kSnapshot: {
         STRATA_ASSIGN_OR_RETURN(Qcow2Snapshot s, FindSnapshot(*qcow2_, src_.since_snapshot));
@@ -456,12 +529,22 @@ Status BackupJob::TakeEndPoint() {
     header_.end = src_.end;
     return Status::Ok();
   }
-  if (!want_tracker_ && !want_bitmap_) return Status::Ok();  // none, or the snapshot read
+  if (!want_tracker_ && !want_bitmap_ && !want_reflink_) return Status::Ok();  // none, or the snapshot read
   auto take = [&]() -> Status {
     if (want_tracker_) {
       std::string name = src_.checkpoint_name.empty() ? "strata-" + IdToHex(header_.id) : src_.checkpoint_name;
       STRATA_ASSIGN_OR_RETURN(CheckpointInfo cp, tracker_->Checkpoint(name));
       header_.end = ChainPoint{PointKind::kTracker, tracker_->uuid(), cp.id, cp.name};
+    } else if (want_reflink_) {
+      std::string image = AbsolutePath(req_.image);
+      std::string dir = src_.snapshot_dir.empty() ? DirName(image) + "/.strata-snapshots"
+                                                  : AbsolutePath(src_.snapshot_dir);
+      if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return Status::FromErrno(errno, dir);
+      std::string clone = dir + "/" + image.substr(image.rfind('/') + 1) + ".strata-" + IdToHex(header_.id);
+      STRATA_RETURN_IF_ERROR(CloneFile(image, clone));
+      added_clone_ = clone;
+      STRATA_ASSIGN_OR_RETURN(uint64_t fp, CloneFingerprint(clone));
+      header_.end = ChainPoint{PointKind::kReflinkClone, header_.disk_id, fp, clone};
     } else {
       std::string name = "strata-" + IdToHex(header_.id);
       uint64_t gran = std::clamp<uint64_t>(g_.bytes(), 512, uint64_t{1} << 31);
@@ -519,7 +602,8 @@ Status BackupJob::LoadParentBitmap() {
 // qemu-img changed the image's metadata: read it afresh.
 Status BackupJob::ReopenImage() {
   snapshot_view_.reset();
-  STRATA_ASSIGN_OR_RETURN(image_, OpenImage(req_.image, std::string(DiskFormatName(header_.disk_format))));
+  STRATA_ASSIGN_OR_RETURN(image_,
+                          OpenImage(req_.image, std::string(DiskFormatName(header_.disk_format)), req_.open));
   qcow2_ = dynamic_cast<Qcow2Image*>(image_.get());
   read_ = image_.get();
   if (want_snapshot_) {
@@ -560,6 +644,14 @@ Result<ExtentSet> BackupJob::Changes() {
     case SourceKind::kBitmap:
       if (!bitmap_changes_) return Status::InvalidArgument("bitmap changes not loaded");
       return std::move(*bitmap_changes_);
+    case SourceKind::kReflink: {
+      STRATA_ASSIGN_OR_RETURN(ExtentSet set, ReflinkDiff(header_.start.name, header_.end.name, g_));
+      if (set.disk_size() != read_->size()) {
+        return Status::InvalidArgument(req_.image + ": the disk was resized since " + header_.start.name +
+                                       " (take a --full backup)");
+      }
+      return set;
+    }
     case SourceKind::kSnapshot: {
       STRATA_ASSIGN_OR_RETURN(ExtentSet set, qcow2_->SnapshotDiff(src_.since_snapshot, src_.snapshot));
       if (set.disk_size() != read_->size()) {
@@ -591,6 +683,10 @@ Result<BackupResult> BackupJob::Run() {
   header_.content_unix_ns = NowNs();
   auto run = [&]() -> Result<BackupResult> {
     if (!added_bitmap_.empty()) STRATA_RETURN_IF_ERROR(ReopenImage());
+    if (!added_clone_.empty()) {  // the clone is the point in time: read it, not the live image
+      STRATA_ASSIGN_OR_RETURN(image_, OpenImage(added_clone_, "raw"));
+      read_ = image_.get();
+    }
     STRATA_ASSIGN_OR_RETURN(ExtentSet changes, Changes());
     std::unique_ptr<ScanBaseline> baseline;
     if (src_.kind == SourceKind::kScan) {
@@ -607,7 +703,17 @@ Result<BackupResult> BackupJob::Run() {
     // A bitmap added for an end point nobody recorded would only cost QEMU
     // work on every write: take it away again.
     if (!added_bitmap_.empty()) (void)internal::QemuImgBitmap(req_.image, "--remove", added_bitmap_);
+    if (!added_clone_.empty()) ::unlink(added_clone_.c_str());
     return r;
+  }
+  // The clone the parent ended at is no longer needed: this backup's clone
+  // is the next start. Only clones strata made (".strata-<id>") are removed.
+  if (src_.kind == SourceKind::kReflink && header_.start.name.find(".strata-") != std::string::npos) {
+    if (::unlink(header_.start.name.c_str()) != 0 && errno != ENOENT) {
+      r->notes.push_back("could not remove the previous clone " + header_.start.name + ": " + std::strerror(errno));
+    } else {
+      (void)Env::Default()->SyncDirOf(header_.start.name);
+    }
   }
   // The bitmap the parent ended at is not needed once this backup is
   // durable (this backup's end bitmap records everything after it). Only

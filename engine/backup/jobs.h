@@ -55,6 +55,14 @@ struct ChangeSource {
   std::string bitmap;           // qcow2 bitmap recorder: a label for the series
   std::string snapshot;         // read this internal snapshot's view (ends at it)
   std::string since_snapshot;   // kSnapshot: start snapshot
+  // Reflink recorder (raw images on XFS/btrfs): the image is cloned
+  // (FICLONE) into `snapshot_dir` (default: .strata-snapshots beside the
+  // image, same file system) and the clone is read: a consistent point in
+  // time without stopping the writer. kReflink's changes are the extents
+  // where the parent's clone and the new one differ (FIEMAP); once the
+  // backup is durable the parent's clone is removed.
+  bool reflink = false;
+  std::string snapshot_dir;
   // A change set and points computed by the caller (an orchestrator that
   // arranged the point in time itself). `start` must equal the parent's end
   // point; `changes` must cover every block written between them.
@@ -70,6 +78,9 @@ struct BackupRequest {
   Image* opened = nullptr;
   std::string format = "auto";          // a disk known to the repository keeps its format
   std::string disk_name;                // default: the image's absolute path
+  // Which backing and data files a qcow2 chain may follow (default: regular
+  // files in the image's own directory, with a declared format).
+  ImageOpenOptions open;
   ChangeSource source;
   std::string parent = "latest";        // "latest": the newest backup of the disk that fits
   std::optional<uint64_t> granularity;  // kFull only; incrementals take the parent's

@@ -1,4 +1,5 @@
 #include "engine/backup/pipeline.h"
+#include "engine/backup/archive_writer.h"
 
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -264,6 +265,9 @@ class BackupRun {
     bool planned_all = false;
     std::vector<UringQueue::Completion> done;
     while (true) {
+      if (opt_.cancel && opt_.cancel->load(std::memory_order_relaxed)) {
+        return abort(Status::Cancelled(image_.name() + ": backup cancelled"));
+      }
       // Keep the queue full while slots are free.
       while (!planned_all && (q ? q->outstanding() < q->depth() : !aq || aq->outstanding() < aq->depth())) {
         bool block = q ? q->outstanding() == 0 : !aq || aq->outstanding() == 0;

@@ -13,6 +13,7 @@
 #ifndef STRATA_ENGINE_BACKUP_PIPELINE_H_
 #define STRATA_ENGINE_BACKUP_PIPELINE_H_
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -36,6 +37,10 @@ struct PipelineOptions {
   Env* env = nullptr;                  // where archives are written (null: the local file system)
   // Called from the writing thread with (bytes done, bytes planned).
   std::function<void(uint64_t, uint64_t)> progress;
+  // When set and true, a backup, restore or verify stops at the next chunk
+  // with kCancelled (a backup's archive does not appear; a restore removes
+  // the output it created).
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 struct BackupStats {

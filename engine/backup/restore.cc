@@ -287,6 +287,10 @@ Result<RestoreStats> RunRestore(const std::vector<const ArchiveReader*>& chain,
     }
   };
   while (werr.ok() && finished < tasks.size()) {
+    if (opt.cancel && opt.cancel->load(std::memory_order_relaxed)) {
+      werr = Status::Cancelled(output + ": restore cancelled");
+      break;
+    }
     std::optional<Job> job;
     {
       std::unique_lock<std::mutex> l(mu);

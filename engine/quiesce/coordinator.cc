@@ -17,6 +17,7 @@
 #include "engine/quiesce/hooks.h"
 #include "engine/quiesce/process.h"
 #include "engine/quiesce/quiesce.h"
+#include "engine/quiesce/journal.h"
 
 namespace strata::quiesce {
 namespace {

@@ -36,11 +36,12 @@
 #include <thread>
 #include <vector>
 
-#include "engine/quiesce/journal.h"
 #include "engine/quiesce/resolve.h"
 #include "extents/status.h"
 
 namespace strata::quiesce {
+
+class FreezeJournal;  // journal.h (internal)
 
 using Clock = std::chrono::steady_clock;
 using HandleId = uint64_t;
