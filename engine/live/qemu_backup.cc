@@ -4,7 +4,7 @@
 // Names QEMU holds for one node (KEY = 16 hex digits of a hash of the node
 // name, so every name fits QEMU's 31-byte node-name limit):
 //   strata-s-KEY   scratch qcow2 node (backing: the live node) and its file
-//                  STATE/s-KEY.qcow2
+//                  STATE/s-KEY-RANDOM.qcow2 (a new name per run)
 //   strata-f-KEY   the blockdev-backup sync=none job (copy-before-write)
 //   strata-e-KEY   the NBD export of the scratch node, and the disabled copy
 //                  of the parent's checkpoint bitmap it exports
@@ -221,9 +221,16 @@ Status QemuBackup::Cleanup() {
       done.push_back("scratch node " + scratch_node_);
     }
   }
-  if (Exists(scratch_file_)) {
-    RemoveFile(scratch_file_);
-    done.push_back("scratch image " + scratch_file_);
+  // Scratch images of earlier runs (each run names its own: a killed run's
+  // qemu-img may still be creating one, holding its lock).
+  if (auto names = Env::Default()->ListDir(state_)) {
+    const std::string prefix = "s-" + key_ + "-";
+    for (const std::string& n : *names) {
+      if (n.rfind(prefix, 0) == 0 && n.size() > 6 && n.compare(n.size() - 6, 6, ".qcow2") == 0) {
+        RemoveFile(state_ + "/" + n);
+        done.push_back("scratch image " + n);
+      }
+    }
   }
   STRATA_ASSIGN_OR_RETURN(node_, QueryNode(*qmp_, src_.node));
   if (!node_.found) return Status::NotFound(qmp_->path() + ": no block node named '" + src_.node + "'");
@@ -452,7 +459,7 @@ Result<LiveResult> QemuBackup::Run() {
   job_ = "strata-f-" + key_;
   export_ = "strata-e-" + key_;
   export_bitmap_ = "strata-e-" + key_;
-  scratch_file_ = state_ + "/s-" + key_ + ".qcow2";
+  scratch_file_ = state_ + "/s-" + key_ + "-" + Id128ToHex(RandomId128()).substr(0, 12) + ".qcow2";
   socket_ = state_ + "/q-" + qkey_ + ".sock";
   server_record_ = state_ + "/q-" + qkey_ + ".server";
   freeze_record_ = state_ + "/q-" + qkey_ + ".frozen";
