@@ -99,7 +99,10 @@ class LiveLibvirt : public ::testing::Test {
   }
 
   void TearDown() override {
-    if (started_) (void)RunCommand(Virsh("destroy " + dom_));
+    if (started_) {
+      (void)RunCommand(Virsh("destroy " + dom_));
+      (void)RunCommand(Virsh("undefine " + dom_ + " --checkpoints-metadata"));
+    }
     // If libvirtd died, the domain's QEMU (ours: started for this test) is
     // stopped by its pid.
     if (qemu_pid_ > 0 && ::kill(qemu_pid_, 0) == 0) StopDaemon(qemu_pid_);
@@ -123,8 +126,10 @@ class LiveLibvirt : public ::testing::Test {
                        << "<emulator>/usr/bin/qemu-system-x86_64</emulator>"
                        << "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='" << disk_
                        << "'/><target dev='sda' bus='sata'/></disk></devices></domain>";
-    RunOk(Virsh("create " + xml) + " >/dev/null");
+    // Persistent, so its checkpoints outlive a crash of its QEMU.
+    RunOk(Virsh("define " + xml) + " >/dev/null");
     started_ = true;
+    RunOk(Virsh("start " + dom_) + " >/dev/null");
     qemu_pid_ = ReadPid("/run/libvirt/qemu/" + dom_ + ".pid");
   }
 
@@ -209,7 +214,7 @@ class LiveLibvirt : public ::testing::Test {
   int refs_ = 0;
 };
 
-TEST_F(LiveLibvirt, FullIncrementalsAndMissingCheckpoint) {
+TEST_F(LiveLibvirt, FullIncrementalsMissingCheckpointAndCrash) {
   StartDomain(64 << 20, 16 << 20);
   std::map<std::string, std::string> refs;
   auto take = [&](bool full, const std::string& mode, const std::string& note) {
@@ -239,6 +244,24 @@ TEST_F(LiveLibvirt, FullIncrementalsAndMissingCheckpoint) {
   RandomWrites(10);
   take(false, "scan", "is gone");
   RandomWrites(10);
+  take(false, "incremental", "");
+  // A clean restart keeps the bitmaps; a crash of QEMU (SIGKILL of the
+  // domain's own QEMU, by its pid) leaves them inconsistent: a scan, said so.
+  RunOk(Virsh("shutdown " + dom_) + " >/dev/null");
+  (void)RunCommand(Virsh("destroy " + dom_));
+  RunOk(Virsh("start " + dom_) + " >/dev/null");
+  RandomWrites(5);
+  take(false, "incremental", "");
+  RandomWrites(5);
+  ::kill(ReadPid("/run/libvirt/qemu/" + dom_ + ".pid"), SIGKILL);
+  for (int i = 0; i < 100 && RunCommand(Virsh("domstate " + dom_)).out.find("running") != std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  RunOk(Virsh("start " + dom_) + " >/dev/null");
+  qemu_pid_ = ReadPid("/run/libvirt/qemu/" + dom_ + ".pid");
+  RandomWrites(5);
+  take(false, "scan", "missing or inconsistent");
+  RandomWrites(5);
   take(false, "incremental", "");
   ExpectRestores(refs);
 }
