@@ -189,7 +189,7 @@ int LiveBackupMain(int argc, char** argv) {
   if (!repo) return Fail(tool, repo.error());
   for (const std::string& n : (*repo)->recovery_notes()) std::fprintf(stderr, "%s: note: %s\n", tool, n.c_str());
 
-  Result<live::LiveResult> r = Status::Ok();
+  Result<live::LiveResult> r = Status::InvalidArgument("no live source");  // set below
   if (a->Has("--nbd")) {
     live::NbdSource src;
     src.uri = *a->Get("--nbd");
