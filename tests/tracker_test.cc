@@ -454,6 +454,37 @@ TEST(TrackerTest, ReadOnlyOpenWritesNothing) {
   EXPECT_EQ(before, DirContents(tmp.File("st")));
 }
 
+// Killed operations leave WriteFileAtomic temporaries; the next read-write
+// opener (holding the exclusive lock) removes those that are provably its
+// own kind and nothing else. A read-only open removes nothing.
+TEST(TrackerTest, ReadWriteOpenRemovesOwnLeftoverTemporaries) {
+  TempDir tmp;
+  const std::string d = tmp.File("st");
+  auto t = MustCreate(d, 1 << 20);
+  ASSERT_TRUE(t);
+  ASSERT_TRUE(t->Checkpoint("a").has_value());
+  ASSERT_TRUE(t->Close().ok());
+  const std::vector<std::string> ours = {
+      "MANIFEST.tmp.0123456789ab", "gen-0000000000000002.xset.tmp.a1b2c3d4e5f6",
+      "active-0000000000000007.xset.tmp.12345.987654321", "intent-0000000000000009.log.tmp.ffffffffffff"};
+  const std::vector<std::string> foreign = {
+      "MANIFEST.tmp.0123456789AB", "MANIFEST.tmp.short", "notes.tmp.0123456789ab",
+      "gen-2.xset.tmp.0123456789ab", "MANIFEST.bak", "active-0000000000000007.xset.tmp.1x.2"};
+  for (const auto& n : ours) testing::WriteFileBytes(d + "/" + n, {1, 2, 3});
+  for (const auto& n : foreign) testing::WriteFileBytes(d + "/" + n, {4});
+  for (const auto& n : ours) EXPECT_TRUE(tracker_internal::IsOwnTemporaryName(n)) << n;
+  for (const auto& n : foreign) EXPECT_FALSE(tracker_internal::IsOwnTemporaryName(n)) << n;
+  OpenOptions ro;
+  ro.read_only = true;
+  ASSERT_TRUE(MustOpen(d, ro));
+  for (const auto& n : ours) EXPECT_TRUE(fs::exists(d + "/" + n)) << n;
+  auto rw = MustOpen(d);
+  ASSERT_TRUE(rw);
+  for (const auto& n : ours) EXPECT_FALSE(fs::exists(d + "/" + n)) << n;
+  for (const auto& n : foreign) EXPECT_TRUE(fs::exists(d + "/" + n)) << n;
+  EXPECT_TRUE(rw->ChangedSince("a").has_value());
+}
+
 // Builds a state with two sealed generations, an active file and (in the
 // copy) intent logs, then corrupts each file in turn.
 class CorruptionTest : public ::testing::Test {

@@ -4,9 +4,9 @@
 
 namespace strata::tracker_internal {
 
-Result<std::unique_ptr<IntentLog>> IntentLog::Create(const std::string& path, uint64_t epoch,
+Result<std::unique_ptr<IntentLog>> IntentLog::Create(Env* env, const std::string& path, uint64_t epoch,
                                                      uint64_t disk_size, uint32_t region_shift) {
-  STRATA_ASSIGN_OR_RETURN(auto file, OpenPosixFile(path, OpenMode::kCreateExclusive));
+  STRATA_ASSIGN_OR_RETURN(auto file, env->Open(path, OpenMode::kCreateExclusive));
   IntentHeader h;
   h.epoch = epoch;
   h.disk_size = disk_size;
@@ -14,7 +14,7 @@ Result<std::unique_ptr<IntentLog>> IntentLog::Create(const std::string& path, ui
   std::string hdr = EncodeIntentHeader(h);
   STRATA_RETURN_IF_ERROR(file->Write(0, {reinterpret_cast<const uint8_t*>(hdr.data()), hdr.size()}));
   STRATA_RETURN_IF_ERROR(file->Sync());
-  STRATA_RETURN_IF_ERROR(SyncDirOf(path));
+  STRATA_RETURN_IF_ERROR(env->SyncDirOf(path));
   uint64_t regions = (disk_size >> region_shift) +
                      ((disk_size & ((uint64_t{1} << region_shift) - 1)) != 0);
   return std::unique_ptr<IntentLog>(

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "extents/status.h"
+#include "formats/env.h"
 #include "formats/file.h"
 
 namespace strata::tracker_internal {
@@ -27,7 +28,7 @@ class IntentLog {
  public:
   // Creates `path` (must not exist), writes and syncs the header, and syncs
   // the directory, so the file is durable before any mark depends on it.
-  static Result<std::unique_ptr<IntentLog>> Create(const std::string& path, uint64_t epoch,
+  static Result<std::unique_ptr<IntentLog>> Create(Env* env, const std::string& path, uint64_t epoch,
                                                    uint64_t disk_size, uint32_t region_shift);
 
   uint64_t epoch() const { return epoch_; }

@@ -255,4 +255,26 @@ bool ParseIdFileName(const std::string& name, const std::string& prefix, const s
   return true;
 }
 
+bool IsOwnTemporaryName(const std::string& name) {
+  const size_t at = name.find(".tmp.");
+  if (at == std::string::npos) return false;
+  const std::string base = name.substr(0, at), tail = name.substr(at + 5);
+  uint64_t id;
+  if (base != "MANIFEST" && !ParseIdFileName(base, "gen-", ".xset", &id) &&
+      !ParseIdFileName(base, "active-", ".xset", &id) && !ParseIdFileName(base, "intent-", ".log", &id)) {
+    return false;
+  }
+  auto all_of = [](const std::string& t, bool hex) {
+    if (t.empty()) return false;
+    for (char c : t) {
+      if (!(c >= '0' && c <= '9') && !(hex && c >= 'a' && c <= 'f')) return false;
+    }
+    return true;
+  };
+  if (tail.size() == 12 && all_of(tail, true)) return true;
+  const size_t dot = tail.find('.');
+  return dot != std::string::npos && all_of(tail.substr(0, dot), false) &&
+         all_of(tail.substr(dot + 1), false);
+}
+
 }  // namespace strata::tracker_internal

@@ -95,6 +95,11 @@ std::string IntentFileName(uint64_t epoch);  // "intent-%016x.log"
 // Parses "<prefix>%016x<suffix>"; false when `name` does not match.
 bool ParseIdFileName(const std::string& name, const std::string& prefix,
                      const std::string& suffix, uint64_t* id);
+// Whether `name` is a temporary of WriteFileAtomic for one of this
+// directory's own files: "<file>.tmp.<12 hex>" (Env::WriteFileAtomic) or
+// "<file>.tmp.<pid>.<number>" (writers before formats/env.h), where <file> is
+// MANIFEST or a gen-/active-/intent- name above (§2).
+bool IsOwnTemporaryName(const std::string& name);
 
 }  // namespace strata::tracker_internal
 

@@ -2,14 +2,6 @@
 // operations (checkpoint, flush, queries, persistence) below all hold mu_.
 #include "engine/tracker/tracker.h"
 
-#include "extents/id128.h"
-
-#include <dirent.h>
-#include <fcntl.h>
-#include <sys/file.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -23,7 +15,8 @@
 #include "engine/tracker/reader_slots.h"
 #include "engine/tracker/state_format.h"
 #include "extents/endian.h"
-#include "formats/file.h"
+#include "extents/id128.h"
+#include "formats/env.h"
 
 namespace strata {
 
@@ -99,7 +92,8 @@ struct Tracker::Impl {
   std::string dir;
   bool read_only = false;
   bool closed = false;
-  int lock_fd = -1;
+  Env* env = Env::Default();
+  std::unique_ptr<FileLock> dir_lock;  // LOCK: exclusive (read-write) or shared
   Granularity gran = Granularity::Default();
   uint32_t rshift = 26;
   bool intent_enabled = true;
@@ -136,7 +130,8 @@ struct Tracker::Impl {
   Result<ExtentSet> UnionOf(size_t first_gen, size_t end_gen, bool with_active,
                             const std::string& what) const;
   Status StartEpoch(std::unique_ptr<IntentLog> log);
-  Status Load(bool create_lock);
+  Status Load(std::unique_ptr<FileLock> held);
+  void RemoveLeftovers(const std::vector<std::string>& names);
   Status Flush();
   Status Close();
 };
@@ -215,35 +210,39 @@ void Tracker::Impl::Publish(std::unique_ptr<Epoch> next) {
 Status Tracker::Impl::WriteManifest(Manifest m) {
   m.next_id = next_id;
   std::string bytes = tracker_internal::EncodeManifest(m);
-  STRATA_RETURN_IF_ERROR(WriteFileAtomic(Path(kManifestName), Bytes(bytes)));
+  STRATA_RETURN_IF_ERROR(env->WriteFileAtomic(Path(kManifestName), Bytes(bytes)));
   manifest = std::move(m);
   return Status::Ok();
 }
 
 void Tracker::Impl::RemoveFile(const std::string& name) {
   // Best effort: a leftover file is garbage-collected at the next open.
-  ::unlink(Path(name).c_str());
+  (void)env->Remove(Path(name));
 }
 
 // Deletes intent logs older than `floor` (never the current one).
 void Tracker::Impl::RemoveStaleLogs(uint64_t floor) {
-  DIR* d = ::opendir(dir.c_str());
-  if (d == nullptr) return;
-  std::vector<std::string> doomed;
-  while (dirent* de = ::readdir(d)) {
+  auto names = env->ListDir(dir);
+  if (!names) return;
+  for (const std::string& n : *names) {
     uint64_t id;
-    if (tracker_internal::ParseIdFileName(de->d_name, "intent-", ".log", &id) && id < floor) {
-      doomed.push_back(de->d_name);
-    }
+    if (tracker_internal::ParseIdFileName(n, "intent-", ".log", &id) && id < floor) RemoveFile(n);
   }
-  ::closedir(d);
-  for (const auto& n : doomed) RemoveFile(n);
+}
+
+// Temporaries of WriteFileAtomic left by a killed operation (§2). Called by
+// the read-write opener, which holds the exclusive lock: no writer of ours
+// can be using them.
+void Tracker::Impl::RemoveLeftovers(const std::vector<std::string>& names) {
+  for (const std::string& n : names) {
+    if (tracker_internal::IsOwnTemporaryName(n)) RemoveFile(n);
+  }
 }
 
 Result<std::unique_ptr<IntentLog>> Tracker::Impl::NewLog(uint64_t size) {
   if (!intent_enabled) return std::unique_ptr<IntentLog>();
   uint64_t id = next_id++;
-  return IntentLog::Create(Path(IntentFileName(id)), id, size, rshift);
+  return IntentLog::Create(env, Path(IntentFileName(id)), id, size, rshift);
 }
 
 Status Tracker::Impl::CheckWritable() const {
@@ -305,25 +304,30 @@ Status Tracker::Impl::StartEpoch(std::unique_ptr<IntentLog> log) {
 // ---------------------------------------------------------------------------
 // Open / create / recovery.
 
-Status Tracker::Impl::Load(bool /*unused*/) {
+Status Tracker::Impl::Load(std::unique_ptr<FileLock> held) {
   // Lock first so two openers cannot both recover.
-  std::string lock_path = Path(kLockName);
-  lock_fd = ::open(lock_path.c_str(), read_only ? O_RDONLY | O_CLOEXEC : O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (lock_fd < 0 && !(read_only && errno == ENOENT)) {
-    return Status::FromErrno(errno, lock_path);
+  const std::string lock_path = Path(kLockName);
+  const std::string mpath = Path(kManifestName);
+  const Status missing = Status::NotFound(dir + ": no tracker state (MANIFEST missing)");
+  if (held) {
+    dir_lock = std::move(held);
+  } else if (!env->Exists(mpath) && !env->Exists(lock_path)) {
+    return missing;  // checked first so that no LOCK file is left behind
+  } else if (!read_only || env->Exists(lock_path)) {
+    // A read-only open of a directory without LOCK (a copy) takes no lock:
+    // it must not write anything, not even the lock file.
+    auto l = env->Lock(lock_path, read_only ? LockMode::kShared : LockMode::kExclusive,
+                       std::chrono::milliseconds(0));
+    if (!l) {
+      if (l.error().code() == StatusCode::kBusy) {
+        return Status::Busy(dir + ": tracker state is in use by another process");
+      }
+      return l.error();
+    }
+    dir_lock = std::move(l).value();
   }
-  if (lock_fd >= 0 && ::flock(lock_fd, (read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
-    int err = errno;
-    if (err == EWOULDBLOCK) return Status::Busy(dir + ": tracker state is in use by another process");
-    return Status::FromErrno(err, lock_path + ": flock");
-  }
-  std::string mpath = Path(kManifestName);
-  struct stat st;
-  if (::stat(mpath.c_str(), &st) != 0) {
-    if (errno == ENOENT) return Status::NotFound(dir + ": no tracker state (MANIFEST missing)");
-    return Status::FromErrno(errno, mpath);
-  }
-  STRATA_ASSIGN_OR_RETURN(auto mbytes, ReadWholeFile(mpath));
+  if (!env->Exists(mpath)) return missing;
+  STRATA_ASSIGN_OR_RETURN(auto mbytes, env->ReadWholeFile(mpath));
   STRATA_ASSIGN_OR_RETURN(Manifest m, tracker_internal::DecodeManifest(mbytes, mpath));
   STRATA_ASSIGN_OR_RETURN(gran, Granularity::FromShift(m.granularity_shift));
   rshift = m.intent_region_shift;
@@ -336,28 +340,23 @@ Status Tracker::Impl::Load(bool /*unused*/) {
   // left files the manifest does not know about).
   std::vector<std::pair<uint64_t, std::string>> intents;
   std::vector<std::string> all_files;
-  if (DIR* d = ::opendir(dir.c_str())) {
-    while (dirent* de = ::readdir(d)) {
-      std::string n = de->d_name;
-      uint64_t id;
-      if (tracker_internal::ParseIdFileName(n, "gen-", ".xset", &id) ||
-          tracker_internal::ParseIdFileName(n, "active-", ".xset", &id)) {
-        next_id = std::max(next_id, id + 1);
-        all_files.push_back(n);
-      } else if (tracker_internal::ParseIdFileName(n, "intent-", ".log", &id)) {
-        next_id = std::max(next_id, id + 1);
-        intents.emplace_back(id, n);
-      }
+  STRATA_ASSIGN_OR_RETURN(const std::vector<std::string> names, env->ListDir(dir));
+  for (const std::string& n : names) {
+    uint64_t id;
+    if (tracker_internal::ParseIdFileName(n, "gen-", ".xset", &id) ||
+        tracker_internal::ParseIdFileName(n, "active-", ".xset", &id)) {
+      next_id = std::max(next_id, id + 1);
+      all_files.push_back(n);
+    } else if (tracker_internal::ParseIdFileName(n, "intent-", ".log", &id)) {
+      next_id = std::max(next_id, id + 1);
+      intents.emplace_back(id, n);
     }
-    ::closedir(d);
-  } else {
-    return Status::FromErrno(errno, dir);
   }
   std::sort(intents.begin(), intents.end());
 
   auto load_set = [&](const std::string& name) -> Result<ExtentSet> {
     std::string p = Path(name);
-    STRATA_ASSIGN_OR_RETURN(auto bytes, ReadWholeFile(p));
+    STRATA_ASSIGN_OR_RETURN(auto bytes, env->ReadWholeFile(p));
     auto set = ExtentSet::Deserialize(bytes);
     if (!set) return set.error().WithContext(p);
     if (set->granularity() != gran || set->disk_size() != disk_size) {
@@ -410,7 +409,7 @@ Status Tracker::Impl::Load(bool /*unused*/) {
       for (const auto& [id, name] : intents) {
         if (id < m.intent_floor) continue;
         std::string p = Path(name);
-        auto bytes = ReadWholeFile(p);
+        auto bytes = env->ReadWholeFile(p);
         Result<tracker_internal::IntentLogContents> c =
             bytes ? tracker_internal::DecodeIntentLog(*bytes, p)
                   : Result<tracker_internal::IntentLogContents>(bytes.error());
@@ -456,7 +455,7 @@ Status Tracker::Impl::Load(bool /*unused*/) {
   if (!recovery.clean_shutdown && !active_unknown && recovery.intent_regions > 0) {
     uint64_t id = next_id++;
     std::string bytes = base->Serialize();
-    STRATA_RETURN_IF_ERROR(WriteFileAtomic(Path(ActiveFileName(id)), Bytes(bytes)));
+    STRATA_RETURN_IF_ERROR(env->WriteFileAtomic(Path(ActiveFileName(id)), Bytes(bytes)));
     nm.active_file_id = id;
   }
   nm.intent_floor = floor;
@@ -475,8 +474,28 @@ Status Tracker::Impl::Load(bool /*unused*/) {
     }
     if (!referenced) RemoveFile(n);
   }
+  RemoveLeftovers(names);
   return Status::Ok();
 }
+
+namespace {
+
+Result<std::unique_ptr<Tracker::Impl>> OpenImpl(const std::string& dir, const OpenOptions& options,
+                                                std::unique_ptr<FileLock> held) {
+  auto impl = std::make_unique<Tracker::Impl>();
+  impl->dir = dir;
+  impl->read_only = options.read_only;
+  impl->env = options.env != nullptr ? options.env : Env::Default();
+  Status s = impl->Load(std::move(held));
+  if (!s.ok()) {
+    impl->dir_lock.reset();
+    impl->closed = true;
+    return s;
+  }
+  return impl;
+}
+
+}  // namespace
 
 Result<std::unique_ptr<Tracker>> Tracker::Create(const std::string& dir,
                                                  const TrackerOptions& options) {
@@ -489,48 +508,40 @@ Result<std::unique_ptr<Tracker>> Tracker::Create(const std::string& dir,
                                    " must be between the granularity shift and 40");
   }
   STRATA_RETURN_IF_ERROR(DenseBitmap::Create(g.BlocksFor(options.disk_size)).status());
-  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return Status::FromErrno(errno, dir);
-  std::string lock_path = dir + "/" + kLockName;
-  int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) return Status::FromErrno(errno, lock_path);
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    ::close(fd);
-    return Status::Busy(dir + ": tracker state is in use by another process");
+  Env* env = options.env != nullptr ? options.env : Env::Default();
+  Status made = env->MakeDir(dir);
+  if (!made.ok() && made.code() != StatusCode::kAlreadyExists) return made;
+  // The directory's own name must survive a power cut before anything in it counts.
+  if (made.ok()) STRATA_RETURN_IF_ERROR(env->SyncDirOf(dir));
+  auto lock = env->Lock(dir + "/" + kLockName, LockMode::kExclusive, std::chrono::milliseconds(0));
+  if (!lock) {
+    if (lock.error().code() == StatusCode::kBusy) {
+      return Status::Busy(dir + ": tracker state is in use by another process");
+    }
+    return lock.error();
   }
   std::string mpath = dir + "/" + kManifestName;
-  struct stat st;
-  Status s;
-  if (::stat(mpath.c_str(), &st) == 0) {
-    s = Status::AlreadyExists(dir + ": already holds a tracker (MANIFEST exists)");
-  } else {
-    Manifest m;
-    m.granularity_shift = static_cast<uint8_t>(g.shift());
-    m.intent_region_shift = static_cast<uint8_t>(options.intent_region_shift);
-    m.flags = tracker_internal::kFlagClean |
-              (options.intent_log ? tracker_internal::kFlagIntentLog : uint8_t{0});
-    m.disk_size = options.disk_size;
-    m.next_id = 1;
-    m.intent_floor = 1;
-    m.uuid = RandomId128();  // a re-created tracker is a different tracker
-    std::string bytes = tracker_internal::EncodeManifest(m);
-    s = WriteFileAtomic(mpath, Bytes(bytes));
-  }
-  ::close(fd);  // releases the lock; Open takes it again
-  STRATA_RETURN_IF_ERROR(s);
-  return Open(dir);
+  if (env->Exists(mpath)) return Status::AlreadyExists(dir + ": already holds a tracker (MANIFEST exists)");
+  Manifest m;
+  m.granularity_shift = static_cast<uint8_t>(g.shift());
+  m.intent_region_shift = static_cast<uint8_t>(options.intent_region_shift);
+  m.flags = tracker_internal::kFlagClean |
+            (options.intent_log ? tracker_internal::kFlagIntentLog : uint8_t{0});
+  m.disk_size = options.disk_size;
+  m.next_id = 1;
+  m.intent_floor = 1;
+  m.uuid = RandomId128();  // a re-created tracker is a different tracker
+  std::string bytes = tracker_internal::EncodeManifest(m);
+  STRATA_RETURN_IF_ERROR(env->WriteFileAtomic(mpath, Bytes(bytes)));
+  // Opened under the same lock: no other opener can slip in between.
+  OpenOptions o;
+  o.env = env;
+  STRATA_ASSIGN_OR_RETURN(auto impl, OpenImpl(dir, o, std::move(lock).value()));
+  return std::unique_ptr<Tracker>(new Tracker(std::move(impl)));
 }
 
 Result<std::unique_ptr<Tracker>> Tracker::Open(const std::string& dir, const OpenOptions& options) {
-  auto impl = std::make_unique<Impl>();
-  impl->dir = dir;
-  impl->read_only = options.read_only;
-  Status s = impl->Load(false);
-  if (!s.ok()) {
-    if (impl->lock_fd >= 0) ::close(impl->lock_fd);
-    impl->lock_fd = -1;
-    impl->closed = true;
-    return s;
-  }
+  STRATA_ASSIGN_OR_RETURN(auto impl, OpenImpl(dir, options, nullptr));
   std::unique_ptr<Tracker> t(new Tracker(std::move(impl)));
   if (options.flush_interval.count() > 0 && !options.read_only) {
     Impl* p = t->impl_.get();
@@ -602,7 +613,7 @@ Result<CheckpointInfo> Tracker::Checkpoint(const std::string& name) {
     g.entry.gen_file_id = m.next_id++;
     g.entry.changed_bytes = sealed.ByteCount();
     std::string bytes = sealed.Serialize();
-    s = WriteFileAtomic(m.Path(GenFileName(g.entry.gen_file_id)), Bytes(bytes));
+    s = m.env->WriteFileAtomic(m.Path(GenFileName(g.entry.gen_file_id)), Bytes(bytes));
     if (!s.ok()) {
       restore();
       return s;
@@ -651,7 +662,7 @@ Status Tracker::Impl::Flush() {
       snap.Optimize();
       uint64_t id = next_id++;
       std::string bytes = snap.Serialize();
-      STRATA_RETURN_IF_ERROR(WriteFileAtomic(Path(ActiveFileName(id)), Bytes(bytes)));
+      STRATA_RETURN_IF_ERROR(env->WriteFileAtomic(Path(ActiveFileName(id)), Bytes(bytes)));
       nm.active_file_id = id;
     }
   }
@@ -687,7 +698,7 @@ Status Tracker::Impl::Close() {
         snap->Optimize();
         uint64_t id = next_id++;
         std::string bytes = snap->Serialize();
-        s = WriteFileAtomic(Path(ActiveFileName(id)), Bytes(bytes));
+        s = env->WriteFileAtomic(Path(ActiveFileName(id)), Bytes(bytes));
         nm.active_file_id = id;
       } else if (snap) {
         nm.active_file_id = 0;
@@ -706,8 +717,7 @@ Status Tracker::Impl::Close() {
     // On failure the manifest stays unclean and the intent logs stay: the
     // next open recovers as after a crash.
   }
-  if (lock_fd >= 0) ::close(lock_fd);
-  lock_fd = -1;
+  dir_lock.reset();
   return s;
 }
 
@@ -753,7 +763,7 @@ Status Tracker::Remove(const std::string& name) {
       snap.Optimize();
       uint64_t id = m.next_id++;
       std::string bytes = snap.Serialize();
-      STRATA_RETURN_IF_ERROR(WriteFileAtomic(m.Path(ActiveFileName(id)), Bytes(bytes)));
+      STRATA_RETURN_IF_ERROR(m.env->WriteFileAtomic(m.Path(ActiveFileName(id)), Bytes(bytes)));
       if (m.manifest.active_file_id) doomed.push_back(ActiveFileName(m.manifest.active_file_id));
       nm.active_file_id = id;
     } else {
@@ -780,7 +790,7 @@ Status Tracker::Remove(const std::string& name) {
       ne.gen_file_id = m.next_id++;
       ne.changed_bytes = merged->ByteCount();
       std::string bytes = merged->Serialize();
-      STRATA_RETURN_IF_ERROR(WriteFileAtomic(m.Path(GenFileName(ne.gen_file_id)), Bytes(bytes)));
+      STRATA_RETURN_IF_ERROR(m.env->WriteFileAtomic(m.Path(GenFileName(ne.gen_file_id)), Bytes(bytes)));
     } else {
       ne.gen_file_id = 0;
       ne.changed_bytes = 0;
@@ -842,7 +852,7 @@ Status Tracker::Resize(uint64_t new_size) {
     if (!new_sets[i]) continue;
     new_ids[i] = m.next_id++;
     std::string bytes = new_sets[i]->Serialize();
-    Status s = WriteFileAtomic(m.Path(GenFileName(new_ids[i])), Bytes(bytes));
+    Status s = m.env->WriteFileAtomic(m.Path(GenFileName(new_ids[i])), Bytes(bytes));
     if (!s.ok()) {
       cleanup();
       return s;
@@ -886,7 +896,7 @@ Status Tracker::Resize(uint64_t new_size) {
     if (s.ok() && !snap->empty()) {
       nm.active_file_id = m.next_id++;
       std::string bytes = snap->Serialize();
-      s = WriteFileAtomic(m.Path(ActiveFileName(nm.active_file_id)), Bytes(bytes));
+      s = m.env->WriteFileAtomic(m.Path(ActiveFileName(nm.active_file_id)), Bytes(bytes));
       written.push_back(ActiveFileName(nm.active_file_id));
     }
   }

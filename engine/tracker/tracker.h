@@ -39,8 +39,13 @@
 //
 // Thread safety: Mark may be called from any number of threads at once and
 // concurrently with every other method. The other methods serialise on an
-// internal mutex. Close must not race Mark. One process at a time may open a
-// state directory read-write (flock; kBusy otherwise).
+// internal mutex. Close must not race Mark. One opener at a time may open a
+// state directory read-write (an exclusive OFD lock on LOCK through Env::Lock;
+// kBusy otherwise); read-only opens share a shared lock.
+//
+// I/O. Every file, directory listing, lock and sync goes through the Env of
+// the options (formats/env.h; Env::Default() is the local file system), so
+// tests run the same code over FaultEnv and cut the power at any call.
 #ifndef STRATA_ENGINE_TRACKER_TRACKER_H_
 #define STRATA_ENGINE_TRACKER_TRACKER_H_
 
@@ -54,6 +59,7 @@
 #include "extents/extent_set.h"
 #include "extents/status.h"
 #include "extents/units.h"
+#include "formats/env.h"
 
 namespace strata {
 
@@ -67,6 +73,8 @@ struct TrackerOptions {
   bool intent_log = true;
   // log2 of the intent-log region size (Create only); default 64 MiB.
   uint32_t intent_region_shift = 26;
+  // Where the state directory lives (not owned; must outlive the tracker).
+  Env* env = Env::Default();
 };
 
 struct OpenOptions {
@@ -76,6 +84,8 @@ struct OpenOptions {
   // Flush the active generation every `flush_interval` from a background
   // thread (zero: only on Checkpoint, Flush and Close).
   std::chrono::milliseconds flush_interval{0};
+  // Where the state directory lives (not owned; must outlive the tracker).
+  Env* env = Env::Default();
 };
 
 struct CheckpointInfo {
