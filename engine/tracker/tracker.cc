@@ -409,22 +409,29 @@ Status Tracker::Impl::Load(std::unique_ptr<FileLock> held) {
       for (const auto& [id, name] : intents) {
         if (id < m.intent_floor) continue;
         std::string p = Path(name);
-        auto bytes = env->ReadWholeFile(p);
-        Result<tracker_internal::IntentLogContents> c =
-            bytes ? tracker_internal::DecodeIntentLog(*bytes, p)
-                  : Result<tracker_internal::IntentLogContents>(bytes.error());
+        // Any damage (or a version-1 log, which cannot tell a torn record
+        // from a damaged one) makes the active generation unknown: never
+        // silently smaller (docs/formats/tracker-state.md §4.4).
+        Result<tracker_internal::IntentLogContents> c = tracker_internal::ReadIntentLog(env, p);
+        if (c && c->header.epoch != id) {
+          c = Status::Corruption(p + ": intent log header names epoch " + Hex(c->header.epoch) +
+                                 ", not the file's at byte 0x18");
+        }
         if (!c) {
           active_unknown = true;
           active_unknown_reason = c.error().message();
           recovery.problems.push_back(c.error().message());
           break;
         }
-        for (uint64_t r : c->regions) {
-          uint64_t off = r << c->header.region_shift;
+        const uint32_t shift = c->header.region_shift;
+        for (const tracker_internal::IntentRange& r : c->ranges) {
+          // first + count <= the log's region count (checked by the
+          // decoder), so the end fits in 64 bits.
+          uint64_t off = r.first << shift;
           if (off >= disk_size) continue;  // the disk shrank after this log
-          uint64_t len = std::min<uint64_t>(uint64_t{1} << c->header.region_shift, disk_size - off);
-          STRATA_RETURN_IF_ERROR(active.Add(off, len));
-          ++recovery.intent_regions;
+          uint64_t end = std::min<uint64_t>((r.first + r.count) << shift, disk_size);
+          STRATA_RETURN_IF_ERROR(active.Add(off, end - off));
+          recovery.intent_regions += r.count;
         }
       }
       if (!active_unknown) recovery.added_bytes = active.ByteCount() - before;
