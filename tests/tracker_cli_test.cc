@@ -39,6 +39,9 @@ TEST_F(TrackerCliTest, EndToEndJson) {
   EXPECT_EQ(RunOk(D(T() + " --since second --json")), "[{\"start\": 0, \"length\": 4096}]\n");
   std::string list = RunOk(S("tracker list " + T() + " --json"));
   EXPECT_NE(list.find("\"clean_shutdown\": true"), std::string::npos) << list;
+  EXPECT_NE(list.find("\"generation_unknown\": false, \"quiesced\": false}"), std::string::npos) << list;
+  std::string human = RunOk(S("tracker list " + T()));
+  EXPECT_NE(human.find("quiesced"), std::string::npos) << human;
   EXPECT_LT(list.find("\"base\""), list.find("\"second\"")) << list;
   EXPECT_EQ(RunOk(S("tracker remove " + T() + " second --json")), "{\"removed\": \"second\"}\n");
   // Removal keeps the answer for the remaining checkpoint.

@@ -455,6 +455,54 @@ TEST(TrackerTest, ReadOnlyOpenWritesNothing) {
   EXPECT_EQ(before, DirContents(tmp.File("st")));
 }
 
+// Issue 17: whether a checkpoint was quiesced is recorded after the fact
+// (the freeze window's verdict is known after the thaw), persisted as entry
+// flag bit 1, and kept by every later rewrite of the manifest.
+TEST(TrackerTest, QuiescedFlagIsPersisted) {
+  TempDir tmp;
+  const std::string d = tmp.File("st");
+  auto t = MustCreate(d, 1 << 20);
+  ASSERT_TRUE(t);
+  ASSERT_TRUE(t->Checkpoint("a").has_value());
+  ASSERT_TRUE(t->Mark(0, 4096).ok());
+  auto b = t->Checkpoint("b");
+  ASSERT_TRUE(b.has_value());
+  EXPECT_FALSE(b->quiesced);
+  ASSERT_TRUE(t->Checkpoint("c").has_value());
+  ASSERT_TRUE(t->SetQuiesced("b", true).ok());
+  ASSERT_TRUE(t->SetQuiesced("c", true).ok());
+  ASSERT_TRUE(t->SetQuiesced("c", false).ok());
+  EXPECT_EQ(t->SetQuiesced("nope", true).code(), StatusCode::kNotFound);
+  auto list = t->List();
+  EXPECT_FALSE(list[0].quiesced);
+  EXPECT_TRUE(list[1].quiesced);
+  EXPECT_FALSE(list[2].quiesced);
+  // On disk: entry flag bit 1 of "b" only.
+  auto m = tracker_internal::DecodeManifest(testing::ReadFileBytes(d + "/MANIFEST"), "M");
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->checkpoints[1].flags, tracker_internal::kEntryQuiesced);
+  EXPECT_EQ(m->checkpoints[2].flags, 0u);
+  // Kept by a removal that merges into it, a resize, a crash and a reopen.
+  ASSERT_TRUE(t->Remove("a").ok());
+  ASSERT_TRUE(t->Resize(2 << 20).ok());
+  CopyDir(d, tmp.File("crashed"));
+  ASSERT_TRUE(t->Close().ok());
+  for (const std::string& dir : {d, tmp.File("crashed")}) {
+    auto r = MustOpen(dir);
+    ASSERT_TRUE(r);
+    list = r->List();
+    ASSERT_EQ(list.size(), 2u);
+    EXPECT_EQ(list[0].name, "b");
+    EXPECT_TRUE(list[0].quiesced) << dir;
+    EXPECT_FALSE(list[1].quiesced) << dir;
+    auto since = r->ChangedSince("b");
+    ASSERT_TRUE(since.has_value()) << since.error().ToString();
+  }
+  OpenOptions ro;
+  ro.read_only = true;
+  EXPECT_EQ(MustOpen(d, ro)->SetQuiesced("b", false).code(), StatusCode::kInvalidArgument);
+}
+
 // Killed operations leave WriteFileAtomic temporaries; the next read-write
 // opener (holding the exclusive lock) removes those that are provably its
 // own kind and nothing else. A read-only open removes nothing.

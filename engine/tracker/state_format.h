@@ -31,6 +31,7 @@ inline constexpr uint8_t kFlagIntentLog = 2;      // intent log enabled
 inline constexpr uint8_t kFlagActiveUnknown = 4;  // active generation lost
 // Checkpoint entry flags.
 inline constexpr uint32_t kEntryGenerationUnknown = 1;
+inline constexpr uint32_t kEntryQuiesced = 2;  // taken inside a freeze window that held
 
 struct ManifestEntry {
   uint64_t checkpoint_id = 0;

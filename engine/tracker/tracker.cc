@@ -827,9 +827,25 @@ std::vector<CheckpointInfo> Tracker::List() {
   std::vector<CheckpointInfo> out;
   for (const auto& g : m.gens) {
     out.push_back({g.entry.checkpoint_id, g.entry.name, g.entry.created_unix_ns,
-                   g.entry.changed_bytes, !g.set.has_value()});
+                   g.entry.changed_bytes, !g.set.has_value(),
+                   (g.entry.flags & tracker_internal::kEntryQuiesced) != 0});
   }
   return out;
+}
+
+Status Tracker::SetQuiesced(const std::string& name, bool quiesced) {
+  Impl& m = *impl_;
+  std::lock_guard<std::mutex> lock(m.mu);
+  STRATA_RETURN_IF_ERROR(m.CheckWritable());
+  STRATA_ASSIGN_OR_RETURN(size_t k, m.Find(name));
+  ManifestEntry e = m.gens[k].entry;
+  e.flags = quiesced ? e.flags | tracker_internal::kEntryQuiesced : e.flags & ~tracker_internal::kEntryQuiesced;
+  if (e.flags == m.gens[k].entry.flags) return Status::Ok();
+  Manifest nm = m.manifest;
+  nm.checkpoints[k] = e;  // gens and manifest entries correspond one to one
+  STRATA_RETURN_IF_ERROR(m.WriteManifest(nm));
+  m.gens[k].entry = e;
+  return Status::Ok();
 }
 
 Status Tracker::Resize(uint64_t new_size) {

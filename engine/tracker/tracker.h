@@ -94,6 +94,9 @@ struct CheckpointInfo {
   int64_t created_unix_ns = 0;   // wall clock at creation
   uint64_t changed_bytes = 0;    // bytes in the generation this checkpoint sealed
   bool generation_unknown = false;  // that generation's information was lost
+  // Taken inside a freeze window that held until after the checkpoint
+  // (recorded by SetQuiesced once the window's verdict is known).
+  bool quiesced = false;
 };
 
 // What Open found.
@@ -149,6 +152,12 @@ class Tracker {
 
   // Removes checkpoint `name`, merging its generation into the next.
   Status Remove(const std::string& name);
+  // Records whether checkpoint `name` was quiesced (taken inside a freeze
+  // window). A freeze window's verdict is known only after the thaw, after
+  // the checkpoint was taken, so it is a separate call. Persisted in the
+  // manifest before returning (no write when unchanged). kNotFound for an
+  // unknown name; kInvalidArgument when closed or read-only.
+  Status SetQuiesced(const std::string& name, bool quiesced);
   // Checkpoints, oldest first.
   std::vector<CheckpointInfo> List();
 
