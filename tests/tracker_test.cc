@@ -127,6 +127,13 @@ TEST(TrackerTest, Errors) {
   bad.disk_size = 1 << 20;
   bad.granularity_bytes = 3000;
   EXPECT_EQ(Tracker::Create(tmp.File("bad"), bad).error().code(), StatusCode::kInvalidArgument);
+  // A disk has at least one byte: refused before anything is created.
+  EXPECT_EQ(Tracker::Create(tmp.File("zero"), TrackerOptions{.disk_size = 0}).error().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_FALSE(fs::exists(tmp.File("zero")));
+  auto r = MustCreate(tmp.File("r"), 1 << 20);
+  EXPECT_EQ(r->Resize(0).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(r->disk_size(), 1u << 20);
 }
 
 // The history model: every write with the logical time it happened; a

@@ -8,6 +8,8 @@
 #include <optional>
 #include <cstdio>
 #include <ctime>
+#include <map>
+#include <set>
 #include <string>
 
 #include "engine/tracker/tracker.h"
@@ -101,6 +103,7 @@ int Init(const Args& args, bool json) {
   if (!args.positional().empty()) return Usage(kTrackerTool, "init takes no positional arguments");
   auto size = ParseSize(*size_text);
   if (!size) return Fail(kTrackerTool, size.error(), true);
+  if (*size == 0 || *size > kMaxDiskSize) return Usage(kTrackerTool, "--size must be 1 byte .. 8 EiB");
   TrackerOptions o;
   o.disk_size = *size;
   if (auto g = args.Get("--granularity")) {
@@ -196,8 +199,10 @@ int Remove(const Args& args, bool json) {
 int Resize(const Args& args, bool json) {
   auto size_text = args.Get("--size");
   if (!size_text) return Usage(kTrackerTool, "resize needs --size BYTES");
+  if (!args.positional().empty()) return Usage(kTrackerTool, "resize takes no positional arguments");
   auto size = ParseSize(*size_text);
   if (!size) return Fail(kTrackerTool, size.error(), true);
+  if (*size == 0 || *size > kMaxDiskSize) return Usage(kTrackerTool, "--size must be 1 byte .. 8 EiB");
   auto t = OpenFor(args, false);
   if (!t) return Fail(kTrackerTool, t.error(), true);
   PrintRecovery(kTrackerTool, **t);
@@ -222,6 +227,17 @@ int TrackerMain(int argc, char** argv) {
   if (args->Has("--help")) {
     std::fputs(kTrackerHelp, stdout);
     return kExitOk;
+  }
+  if (sub != "init" && sub != "mark" && sub != "list" && sub != "remove" && sub != "resize") {
+    return Usage(kTrackerTool, "unknown subcommand '" + sub + "'");
+  }
+  // A flag that does nothing for this subcommand is a mistake, not a no-op.
+  const std::map<std::string, std::set<std::string>> takes = {
+      {"--size", {"init", "resize"}}, {"--granularity", {"init"}}, {"--no-intent-log", {"init"}}};
+  for (const auto& [flag, subs] : takes) {
+    if (args->Has(flag) && !subs.count(sub)) {
+      return Usage(kTrackerTool, flag + " does nothing for 'tracker " + sub + "'");
+    }
   }
   if (!args->Has("--tracker")) return Usage(kTrackerTool, "--tracker DIR is required");
   bool json = args->Has("--json");
@@ -249,6 +265,7 @@ int CheckpointMain(int argc, char** argv) {
   if (!args->Has("--tracker")) return Usage(kCheckpointTool, "--tracker DIR is required");
   const auto& pos = args->positional();
   if (pos.size() != 1) return Usage(kCheckpointTool, "expected one checkpoint NAME");
+  if (Status n = Tracker::ValidCheckpointName(pos[0]); !n.ok()) return Usage(kCheckpointTool, n.message());
   auto fw = ParseFreezeWindow(*args);
   if (!fw) return Usage(kCheckpointTool, fw.error().message());
   // Never freeze the filesystem the tracker writes its state to: the

@@ -507,6 +507,7 @@ Result<std::unique_ptr<Tracker::Impl>> OpenImpl(const std::string& dir, const Op
 Result<std::unique_ptr<Tracker>> Tracker::Create(const std::string& dir,
                                                  const TrackerOptions& options) {
   STRATA_ASSIGN_OR_RETURN(Granularity g, Granularity::FromBytes(options.granularity_bytes));
+  if (options.disk_size == 0) return Status::InvalidArgument("disk size must be at least 1 byte");
   if (options.disk_size > kMaxDiskSize) {
     return Status::InvalidArgument("disk size " + std::to_string(options.disk_size) + " exceeds 2^63");
   }
@@ -576,6 +577,8 @@ Tracker::~Tracker() {
 // Public operations.
 
 Status Tracker::Mark(uint64_t offset, uint64_t length) { return impl_->Mark(offset, length); }
+
+Status Tracker::ValidCheckpointName(const std::string& name) { return CheckName(name); }
 
 Result<CheckpointInfo> Tracker::Checkpoint(const std::string& name) {
   Impl& m = *impl_;
@@ -853,6 +856,7 @@ Status Tracker::Resize(uint64_t new_size) {
   std::lock_guard<std::mutex> lock(m.mu);
   STRATA_RETURN_IF_ERROR(m.CheckWritable());
   if (new_size > kMaxDiskSize) return Status::InvalidArgument("disk size exceeds 2^63");
+  if (new_size == 0) return Status::InvalidArgument("disk size must be at least 1 byte");
   if (new_size == m.disk_size) return Status::Ok();
   const uint64_t old_size = m.disk_size;
   uint64_t blocks = m.gran.BlocksFor(new_size);

@@ -64,7 +64,7 @@
 namespace strata {
 
 struct TrackerOptions {
-  // Disk size in bytes (Create only; at most 2^63).
+  // Disk size in bytes (Create only; 1 .. 2^63).
   uint64_t disk_size = 0;
   // Block size of the tracked bitmap (Create only): 512 B .. 64 MiB.
   uint64_t granularity_bytes = Granularity::kDefaultBytes;
@@ -137,6 +137,10 @@ class Tracker {
   // batched fsync the first time a region is touched after a flush.
   Status Mark(uint64_t offset, uint64_t length);
 
+  // kInvalidArgument unless `name` is a valid checkpoint name: 1..255 bytes,
+  // no control characters. (Callers can refuse a bad name before opening.)
+  static Status ValidCheckpointName(const std::string& name);
+
   // Seals the active generation under a new checkpoint `name` (1..255 bytes,
   // no control characters; kAlreadyExists when taken) and returns it.
   // Persists the generation and the manifest before returning.
@@ -161,8 +165,9 @@ class Tracker {
   // Checkpoints, oldest first.
   std::vector<CheckpointInfo> List();
 
-  // Changes the disk size. Growing marks the new area dirty in the active
-  // generation; shrinking clips every generation. Persisted before return.
+  // Changes the disk size (1 .. 2^63 bytes; kInvalidArgument otherwise).
+  // Growing marks the new area dirty in the active generation; shrinking
+  // clips every generation. Persisted before return.
   Status Resize(uint64_t new_disk_size);
 
   // Persists the active generation now (and starts a new intent epoch).
