@@ -33,7 +33,7 @@ class IntentLog {
   // Writes the header and the zeroed initial capacity to a temporary file,
   // syncs it and renames it to `path` (which must not exist), then syncs the
   // directory: a log is never visible under its name before all of that is
-  // durable (§4.3).
+  // durable (§4.4).
   static Result<std::unique_ptr<IntentLog>> Create(Env* env, const std::string& path, uint64_t epoch,
                                                    uint64_t disk_size, uint32_t region_shift);
 
@@ -83,7 +83,7 @@ class IntentLog {
 };
 
 // Reads and validates a whole intent log through `env`, streaming it sector
-// by sector (§4.4). kCorruption for any damage, kUnsupported for another
+// by sector (§4.5). kCorruption for any damage, kUnsupported for another
 // version.
 Result<IntentLogContents> ReadIntentLog(Env* env, const std::string& path);
 

@@ -171,7 +171,7 @@ std::vector<uint8_t> EncodeIntentHeader(const IntentHeader& h) {
 
 namespace {
 
-// XXH3-64 of LE64(epoch) || sector bytes 0..503 (§4.2): binds a commit to
+// XXH3-64 of LE64(epoch) || sector bytes 0..503 (§4.3): binds a commit to
 // its log, so the bytes of another log's sector never validate here.
 uint64_t SectorCheck(uint64_t epoch, const uint8_t* sector) {
   uint8_t b[8 + 504];
@@ -211,7 +211,7 @@ Result<IntentLogDecoder> IntentLogDecoder::Start(std::span<const uint8_t> in, ui
                                                  const std::string& file) {
   const uint8_t* p = in.data();
   // A log is published (renamed into place) only after its header and its
-  // whole capacity are durable (§4.3), so every defect below is damage.
+  // whole capacity are durable (§4.4), so every defect below is damage.
   if (in.size() < 10 || std::memcmp(p, kIntentMagic, 8) != 0) {
     return Corrupt(file, 0, "bad intent log magic (" + std::to_string(size) + "-byte file)");
   }
@@ -262,7 +262,7 @@ Status IntentLogDecoder::Feed(uint64_t offset, std::span<const uint8_t> bytes) {
     std::span<const uint8_t> sec = bytes.subspan(at, std::min<size_t>(kIntentSectorSize, bytes.size() - at));
     if (off >= cap_end) {
       // Zeros past the capacity are an extension whose header update a
-      // crash cut off (§4.3); records are never written there.
+      // crash cut off (§4.4); records are never written there.
       if (!AllZero(sec)) return Corrupt(file_, off, "non-zero bytes past the intent log's recorded capacity");
       continue;
     }

@@ -108,7 +108,7 @@ struct IntentLogContents {
 // Reads a log sector by sector (pure: the caller supplies the bytes), so a
 // large log need not be held in memory. Every failure is kCorruption naming
 // `file` and the byte offset, except a log of another version (kUnsupported:
-// version 1 cannot tell a torn record from a damaged one, §4.4).
+// version 1 cannot tell a torn record from a damaged one, §4.5).
 class IntentLogDecoder {
  public:
   // `first` holds the file's first min(size, 512) bytes.
