@@ -91,6 +91,8 @@ TEST(CheckpointQuiesce, BackupTakesItsCheckpointFrozen) {
   EXPECT_EQ(RunCommand("timeout 10 sh -c 'echo x > " + fs.mnt() + "/after'").exit_code, 0);
   std::string list = RunOk(S("list" + R));
   EXPECT_NE(list.find("(quiesced)"), std::string::npos) << list;
+  std::string cps = RunOk(S("tracker list --json" + T));
+  EXPECT_NE(cps.find("\"quiesced\": true"), std::string::npos) << cps;
   // --quiesce needs an end point to take inside the window.
   EXPECT_EQ(RunCommand(S("backup" + R + "--scan" + Q + ShellQuote(disk))).exit_code, 2);
 }

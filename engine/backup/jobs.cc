@@ -555,6 +555,9 @@ Status BackupJob::TakeEndPoint() {
     STRATA_RETURN_IF_ERROR(take());
   }
   header_.quiesced = quiesced;
+  // The window's verdict is known only after the thaw: record it on the
+  // checkpoint too, so `tracker list` shows it.
+  if (want_tracker_ && quiesced) STRATA_RETURN_IF_ERROR(tracker_->SetQuiesced(header_.end.name, true));
   return Status::Ok();
 }
 
