@@ -36,8 +36,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/tracker/tracker.h"
-#include "extents/id128.h"
+#include "strata/tracker.h"
+#include "strata/id128.h"
 #include "tests/test_util.h"
 
 namespace strata {

@@ -32,8 +32,8 @@
 #include <vector>
 
 #include "engine/tracker/state_format.h"
-#include "engine/tracker/tracker.h"
-#include "formats/env.h"
+#include "strata/tracker.h"
+#include "strata/env.h"
 #include "tests/test_util.h"
 
 namespace strata {

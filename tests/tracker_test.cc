@@ -2,7 +2,7 @@
 // model, persistence round trips, recovery from a copied (crashed) state
 // directory, corruption of every state file, and the DenseBitmap and
 // state codecs.
-#include "engine/tracker/tracker.h"
+#include "strata/tracker.h"
 
 #include <gtest/gtest.h>
 
@@ -15,7 +15,7 @@
 
 #include "engine/tracker/dense_bitmap.h"
 #include "engine/tracker/state_format.h"
-#include "engine/tracker/tracked_device.h"
+#include "strata/tracked_device.h"
 #include "tests/test_util.h"
 
 namespace strata {

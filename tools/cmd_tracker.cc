@@ -12,9 +12,9 @@
 #include <set>
 #include <string>
 
-#include "engine/tracker/tracker.h"
-#include "engine/quiesce/quiesce.h"
-#include "extents/id128.h"
+#include "strata/tracker.h"
+#include "strata/quiesce.h"
+#include "strata/id128.h"
 #include "tools/cli_util.h"
 #include "tools/quiesce_window.h"
 #include "tools/commands.h"

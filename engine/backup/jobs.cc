@@ -1,5 +1,5 @@
 // Repository jobs (jobs.h). The chain rules are in docs/design/chains.md.
-#include "engine/backup/jobs.h"
+#include "strata/jobs.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,12 +12,12 @@
 #include <optional>
 
 #include "engine/backup/qemu_img.h"
-#include "engine/tracker/tracker.h"
-#include "extents/checksum.h"
+#include "strata/tracker.h"
+#include "strata/checksum.h"
 #include "extents/endian.h"
-#include "formats/env.h"
-#include "formats/open_image.h"
-#include "formats/qcow2/qcow2_image.h"
+#include "strata/env.h"
+#include "strata/open_image.h"
+#include "strata/qcow2_image.h"
 #include "formats/raw/reflink.h"
 
 namespace strata {

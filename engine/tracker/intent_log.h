@@ -22,9 +22,9 @@
 #include <vector>
 
 #include "engine/tracker/state_format.h"
-#include "extents/status.h"
-#include "formats/env.h"
-#include "formats/file.h"
+#include "strata/status.h"
+#include "strata/env.h"
+#include "strata/file.h"
 
 namespace strata::tracker_internal {
 

@@ -6,9 +6,9 @@
 #include <cstdio>
 #include <cstring>
 
-#include "extents/checksum.h"
+#include "strata/checksum.h"
 #include "extents/endian.h"
-#include "extents/units.h"
+#include "strata/units.h"
 
 namespace strata::tracker_internal {
 

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "extents/status.h"
+#include "strata/status.h"
 
 namespace strata::tracker_internal {
 
@@ -142,7 +142,7 @@ bool ParseIdFileName(const std::string& name, const std::string& prefix,
                      const std::string& suffix, uint64_t* id);
 // Whether `name` is a temporary of WriteFileAtomic for one of this
 // directory's own files: "<file>.tmp.<12 hex>" (Env::WriteFileAtomic) or
-// "<file>.tmp.<pid>.<number>" (writers before formats/env.h), where <file> is
+// "<file>.tmp.<pid>.<number>" (writers before include/strata/env.h), where <file> is
 // MANIFEST or a gen-/active-/intent- name above (§2).
 bool IsOwnTemporaryName(const std::string& name);
 

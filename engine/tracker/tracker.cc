@@ -1,6 +1,6 @@
 // Tracker implementation. The hot path (Mark) is at the top; the control
 // operations (checkpoint, flush, queries, persistence) below all hold mu_.
-#include "engine/tracker/tracker.h"
+#include "strata/tracker.h"
 
 #include <algorithm>
 #include <atomic>
@@ -14,8 +14,8 @@
 #include "engine/tracker/reader_slots.h"
 #include "engine/tracker/state_format.h"
 #include "extents/endian.h"
-#include "extents/id128.h"
-#include "formats/env.h"
+#include "strata/id128.h"
+#include "strata/env.h"
 
 namespace strata {
 

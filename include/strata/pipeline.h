@@ -10,8 +10,8 @@
 // Restore: a chain (newest first) is resolved with extent-set subtraction so
 // each guest block is read from exactly one archive and written once; zero
 // and never-written ranges become holes; every checksum is verified.
-#ifndef STRATA_ENGINE_BACKUP_PIPELINE_H_
-#define STRATA_ENGINE_BACKUP_PIPELINE_H_
+#ifndef STRATA_PIPELINE_H_
+#define STRATA_PIPELINE_H_
 
 #include <atomic>
 #include <functional>
@@ -19,10 +19,10 @@
 #include <string>
 #include <vector>
 
-#include "engine/backup/archive.h"
-#include "extents/extent_set.h"
-#include "formats/env.h"
-#include "formats/image.h"
+#include "strata/archive.h"
+#include "strata/extent_set.h"
+#include "strata/env.h"
+#include "strata/image.h"
 
 namespace strata {
 
@@ -135,4 +135,4 @@ Result<BackupStats> FoldIntoChild(const std::vector<const ArchiveReader*>& child
 
 }  // namespace strata
 
-#endif  // STRATA_ENGINE_BACKUP_PIPELINE_H_
+#endif  // STRATA_PIPELINE_H_

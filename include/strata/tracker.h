@@ -44,10 +44,10 @@
 // kBusy otherwise); read-only opens share a shared lock.
 //
 // I/O. Every file, directory listing, lock and sync goes through the Env of
-// the options (formats/env.h; Env::Default() is the local file system), so
+// the options (include/strata/env.h; Env::Default() is the local file system), so
 // tests run the same code over FaultEnv and cut the power at any call.
-#ifndef STRATA_ENGINE_TRACKER_TRACKER_H_
-#define STRATA_ENGINE_TRACKER_TRACKER_H_
+#ifndef STRATA_TRACKER_H_
+#define STRATA_TRACKER_H_
 
 #include <array>
 #include <chrono>
@@ -56,10 +56,10 @@
 #include <string>
 #include <vector>
 
-#include "extents/extent_set.h"
-#include "extents/status.h"
-#include "extents/units.h"
-#include "formats/env.h"
+#include "strata/extent_set.h"
+#include "strata/status.h"
+#include "strata/units.h"
+#include "strata/env.h"
 
 namespace strata {
 
@@ -198,4 +198,4 @@ class Tracker {
 
 }  // namespace strata
 
-#endif  // STRATA_ENGINE_TRACKER_TRACKER_H_
+#endif  // STRATA_TRACKER_H_
