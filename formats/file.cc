@@ -1,4 +1,4 @@
-#include "formats/file.h"
+#include "strata/file.h"
 
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -12,7 +12,7 @@
 #include <random>
 
 #include "extents/endian.h"
-#include "formats/env.h"
+#include "strata/env.h"
 
 namespace strata {
 

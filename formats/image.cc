@@ -1,4 +1,4 @@
-#include "formats/image.h"
+#include "strata/image.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -8,7 +8,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "formats/file.h"
+#include "strata/file.h"
 
 namespace strata {
 

@@ -1,9 +1,9 @@
-#include "formats/open_image.h"
+#include "strata/open_image.h"
 
 #include <cstring>
 
-#include "formats/file.h"
-#include "formats/qcow2/qcow2_image.h"
+#include "strata/file.h"
+#include "strata/qcow2_image.h"
 #include "formats/raw/raw_image.h"
 
 namespace strata {

@@ -16,7 +16,7 @@
 #include <map>
 #include <sstream>
 
-#include "engine/backup/jobs.h"
+#include "strata/jobs.h"
 #include "tests/live_util.h"
 
 namespace strata::testing {

@@ -8,7 +8,7 @@
 #include <cstdlib>
 #include <map>
 
-#include "engine/backup/jobs.h"
+#include "strata/jobs.h"
 #include "tests/live_util.h"
 
 namespace strata::testing {

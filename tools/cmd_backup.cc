@@ -10,11 +10,11 @@
 #include <string>
 #include <vector>
 
-#include "engine/backup/jobs.h"
-#include "engine/backup/pipeline.h"
-#include "engine/backup/repository.h"
+#include "strata/jobs.h"
+#include "strata/pipeline.h"
+#include "strata/repository.h"
 #include "extents/endian.h"
-#include "formats/open_image.h"
+#include "strata/open_image.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/live_cli.h"

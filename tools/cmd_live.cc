@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/live/live.h"
-#include "extents/units.h"
+#include "strata/units.h"
 #include "tools/cli_util.h"
 #include "tools/live_cli.h"
 

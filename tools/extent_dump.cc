@@ -7,13 +7,13 @@
 #include <string>
 
 #include "extents/endian.h"
-#include "extents/extent_set.h"
-#include "formats/file.h"
-#include "formats/open_image.h"
-#include "formats/qcow2/qcow2_image.h"
+#include "strata/extent_set.h"
+#include "strata/file.h"
+#include "strata/open_image.h"
+#include "strata/qcow2_image.h"
 #include "formats/raw/reflink.h"
-#include "engine/backup/archive.h"
-#include "engine/tracker/tracker.h"
+#include "strata/archive.h"
+#include "strata/tracker.h"
 #include "tools/cli_util.h"
 
 namespace strata {

@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/backup/archive.h"
+#include "strata/archive.h"
 #include "engine/backup/uring_reader.h"
 
 namespace strata {

@@ -1,5 +1,5 @@
 // Repository jobs (jobs.h). The chain rules are in docs/design/chains.md.
-#include "engine/backup/jobs.h"
+#include "strata/jobs.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,12 +12,12 @@
 #include <optional>
 
 #include "engine/backup/qemu_img.h"
-#include "engine/tracker/tracker.h"
-#include "extents/checksum.h"
+#include "strata/tracker.h"
+#include "strata/checksum.h"
 #include "extents/endian.h"
-#include "formats/env.h"
-#include "formats/open_image.h"
-#include "formats/qcow2/qcow2_image.h"
+#include "strata/env.h"
+#include "strata/open_image.h"
+#include "strata/qcow2_image.h"
 #include "formats/raw/reflink.h"
 
 namespace strata {
@@ -561,6 +561,9 @@ Status BackupJob::TakeEndPoint() {
     STRATA_RETURN_IF_ERROR(take());
   }
   header_.quiesced = quiesced;
+  // The window's verdict is known only after the thaw: record it on the
+  // checkpoint too, so `tracker list` shows it.
+  if (want_tracker_ && quiesced) STRATA_RETURN_IF_ERROR(tracker_->SetQuiesced(header_.end.name, true));
   return Status::Ok();
 }
 

@@ -1,4 +1,4 @@
-#include "engine/backup/pipeline.h"
+#include "strata/pipeline.h"
 #include "engine/backup/archive_writer.h"
 
 #include <fcntl.h>
@@ -499,6 +499,10 @@ class BackupRun {
       stats_.skipped_bytes += s->skipped;
       done_bytes += s->data + s->zero + s->skipped;
       if (opt_.progress) opt_.progress(done_bytes, stats_.planned_bytes);
+      // Checked here too: the reader may have planned every read already.
+      if (opt_.cancel && opt_.cancel->load(std::memory_order_relaxed)) {
+        return Fail(Status::Cancelled(image_.name() + ": backup cancelled"));
+      }
       std::lock_guard<std::mutex> l(mu_);
       s->state = Slot::kFree;
       written_ = w + 1;

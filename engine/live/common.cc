@@ -7,7 +7,7 @@
 #include <cstdlib>
 
 #include "engine/live/live_internal.h"
-#include "extents/checksum.h"
+#include "strata/checksum.h"
 
 namespace strata::live {
 

@@ -24,8 +24,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/backup/jobs.h"
-#include "engine/backup/repository.h"
+#include "strata/jobs.h"
+#include "strata/repository.h"
 
 namespace strata::live {
 

@@ -6,7 +6,7 @@
 #include <string>
 
 #include "engine/live/live.h"
-#include "formats/env.h"
+#include "strata/env.h"
 #include "formats/nbd/nbd_image.h"
 
 namespace strata::live::internal {

@@ -16,7 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "extents/status.h"
+#include "strata/status.h"
 
 namespace strata::live {
 

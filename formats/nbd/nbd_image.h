@@ -29,8 +29,8 @@
 #include <string>
 #include <vector>
 
-#include "extents/extent_set.h"
-#include "formats/image.h"
+#include "strata/extent_set.h"
+#include "strata/image.h"
 
 struct nbd_handle;
 

@@ -6,7 +6,7 @@
 #include <set>
 
 #include "extents/endian.h"
-#include "extents/units.h"
+#include "strata/units.h"
 
 namespace strata::qcow2 {
 

@@ -1,7 +1,7 @@
 // qcow2 driver: opening (header, backing chain), the L2 cache, guest reads
 // and block status. Metadata-only features (bitmaps, snapshot diff) are in
 // qcow2_metadata.cc. § numbers refer to /work/shared/reference/qcow2.md.
-#include "formats/qcow2/qcow2_image.h"
+#include "strata/qcow2_image.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

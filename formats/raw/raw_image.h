@@ -5,8 +5,8 @@
 #include <memory>
 #include <string>
 
-#include "formats/file.h"
-#include "formats/image.h"
+#include "strata/file.h"
+#include "strata/image.h"
 
 namespace strata {
 

@@ -7,8 +7,8 @@
 //
 // Thread safety: Read/Write/Sync of a PosixFile may run concurrently (they
 // are pread/pwrite); MemFile and FaultFile serialise internally.
-#ifndef STRATA_FORMATS_FILE_H_
-#define STRATA_FORMATS_FILE_H_
+#ifndef STRATA_FILE_H_
+#define STRATA_FILE_H_
 
 #include <cstdint>
 #include <cstdlib>
@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "extents/status.h"
+#include "strata/status.h"
 
 namespace strata {
 
@@ -155,4 +155,4 @@ Status SyncDirOf(const std::string& path);
 
 }  // namespace strata
 
-#endif  // STRATA_FORMATS_FILE_H_
+#endif  // STRATA_FILE_H_

@@ -1,11 +1,11 @@
 // Opening an image of any supported format.
-#ifndef STRATA_FORMATS_OPEN_IMAGE_H_
-#define STRATA_FORMATS_OPEN_IMAGE_H_
+#ifndef STRATA_OPEN_IMAGE_H_
+#define STRATA_OPEN_IMAGE_H_
 
 #include <memory>
 #include <string>
 
-#include "formats/image.h"
+#include "strata/image.h"
 
 namespace strata {
 
@@ -21,4 +21,4 @@ Result<std::unique_ptr<Image>> OpenImage(const std::string& path,
 
 }  // namespace strata
 
-#endif  // STRATA_FORMATS_OPEN_IMAGE_H_
+#endif  // STRATA_OPEN_IMAGE_H_

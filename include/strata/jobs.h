@@ -10,16 +10,16 @@
 //
 // Thread safety: a Repository is used by one thread; the jobs run their own
 // worker threads inside.
-#ifndef STRATA_ENGINE_BACKUP_JOBS_H_
-#define STRATA_ENGINE_BACKUP_JOBS_H_
+#ifndef STRATA_JOBS_H_
+#define STRATA_JOBS_H_
 
 #include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include "engine/backup/pipeline.h"
-#include "engine/backup/repository.h"
+#include "strata/pipeline.h"
+#include "strata/repository.h"
 
 namespace strata {
 
@@ -153,4 +153,4 @@ Result<BackupResult> SyntheticFull(Repository& repo, const ArchiveId& source,
 
 }  // namespace strata
 
-#endif  // STRATA_ENGINE_BACKUP_JOBS_H_
+#endif  // STRATA_JOBS_H_

@@ -7,8 +7,8 @@
 //
 // Thread safety: an Image is used from one thread at a time unless the
 // implementation says otherwise.
-#ifndef STRATA_FORMATS_IMAGE_H_
-#define STRATA_FORMATS_IMAGE_H_
+#ifndef STRATA_IMAGE_H_
+#define STRATA_IMAGE_H_
 
 #include <cstdint>
 #include <functional>
@@ -18,8 +18,8 @@
 #include <string_view>
 #include <vector>
 
-#include "extents/extent_set.h"
-#include "extents/status.h"
+#include "strata/extent_set.h"
+#include "strata/status.h"
 
 namespace strata {
 
@@ -153,4 +153,4 @@ std::string MapEntryJson(const MapEntry& e);
 
 }  // namespace strata
 
-#endif  // STRATA_FORMATS_IMAGE_H_
+#endif  // STRATA_IMAGE_H_

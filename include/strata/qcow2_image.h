@@ -11,17 +11,17 @@
 // Thread safety: a Qcow2Image (and the snapshot views it opens, which share
 // its file and caches) is used from one thread at a time.
 // Memory: the L2 cache is bounded (at most max(16 tables, 8 MiB) per layer).
-#ifndef STRATA_FORMATS_QCOW2_QCOW2_IMAGE_H_
-#define STRATA_FORMATS_QCOW2_QCOW2_IMAGE_H_
+#ifndef STRATA_QCOW2_IMAGE_H_
+#define STRATA_QCOW2_IMAGE_H_
 
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "extents/extent_set.h"
-#include "formats/file.h"
-#include "formats/image.h"
+#include "strata/extent_set.h"
+#include "strata/file.h"
+#include "strata/image.h"
 
 namespace strata {
 
@@ -111,7 +111,7 @@ class Qcow2Image : public Image {
 // Opens a qcow2 image read-only with its whole backing chain and its
 // external data file, if any. The image itself must be a regular file or a
 // block device. Backing and data files are followed under `options`
-// (formats/image.h): regular files inside the allowed directories only,
+// (include/strata/image.h): regular files inside the allowed directories only,
 // backing files only with a declared format ("qcow2" or "raw"; others are
 // kUnsupported) unless `probe_backing_format`. Relative backing and data
 // file names resolve against the directory of the image that names them
@@ -128,4 +128,4 @@ Result<std::unique_ptr<Qcow2Image>> OpenQcow2Image(std::unique_ptr<File> file);
 
 }  // namespace strata
 
-#endif  // STRATA_FORMATS_QCOW2_QCOW2_IMAGE_H_
+#endif  // STRATA_QCOW2_IMAGE_H_

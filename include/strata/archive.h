@@ -4,18 +4,18 @@
 //
 // Thread safety: ReadFrame may be called from several threads at once
 // (positional reads, caller-owned decompression context).
-#ifndef STRATA_ENGINE_BACKUP_ARCHIVE_H_
-#define STRATA_ENGINE_BACKUP_ARCHIVE_H_
+#ifndef STRATA_ARCHIVE_H_
+#define STRATA_ARCHIVE_H_
 
 #include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
-#include "engine/backup/archive_format.h"
-#include "extents/extent_set.h"
-#include "formats/env.h"
-#include "formats/file.h"
+#include "strata/archive_format.h"
+#include "strata/extent_set.h"
+#include "strata/env.h"
+#include "strata/file.h"
 
 struct ZSTD_DCtx_s;
 
@@ -64,4 +64,4 @@ Hash128 ZeroHash(uint64_t n);
 
 }  // namespace strata
 
-#endif  // STRATA_ENGINE_BACKUP_ARCHIVE_H_
+#endif  // STRATA_ARCHIVE_H_
