@@ -369,6 +369,9 @@ int BackupMain(int argc, char** argv) {
     j["registered_buffers"] = st.registered_buffers;
     j["notice"] = st.notice;
     j["notes"] = result->notes;
+    Json phases = Json::array();
+    for (const PhaseTime& ph : st.phases) phases.push_back({{"name", ph.name}, {"seconds", ph.seconds}});
+    j["phases"] = phases;
     std::printf("%s\n", j.dump().c_str());
   } else {
     double ratio = st.stored_bytes ? static_cast<double>(st.data_bytes) / static_cast<double>(st.stored_bytes) : 0;

@@ -43,13 +43,18 @@ Result<std::pair<CatalogEntry, BackupStats>> WriteAndRecord(Repository& repo, Im
                                                              const ArchiveHeader& header, PipelineOptions opt,
                                                              const ScanBaseline* baseline) {
   opt.env = repo.env();
+  auto t0 = std::chrono::steady_clock::now();
   STRATA_RETURN_IF_ERROR(repo.Begin({PendingOp::Kind::kBackup, header.id}));
+  const double begin = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   auto run = [&]() -> Result<std::pair<CatalogEntry, BackupStats>> {
     STRATA_ASSIGN_OR_RETURN(BackupStats stats,
                             RunBackup(image, changes, header, repo.ArchivePath(header.id), opt, baseline));
+    auto t1 = std::chrono::steady_clock::now();
     STRATA_ASSIGN_OR_RETURN(auto reader, ArchiveReader::Open(repo.ArchivePath(header.id), repo.env()));
     CatalogEntry e = Repository::EntryFor(*reader);
     STRATA_RETURN_IF_ERROR(repo.Add(e));
+    stats.phases.insert(stats.phases.begin(), PhaseTime{"journal", begin});
+    stats.phases.push_back({"catalog", std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count()});
     return std::make_pair(e, stats);
   };
   auto r = run();
@@ -669,9 +674,26 @@ Result<ExtentSet> BackupJob::Changes() {
   return Status::InvalidArgument("a merge is not a change source");
 }
 
+// Times the phases of a job (BackupStats::phases).
+class PhaseClock {
+ public:
+  void Mark(const char* name) {
+    auto now = std::chrono::steady_clock::now();
+    phases_.push_back({name, std::chrono::duration<double>(now - last_).count()});
+    last_ = now;
+  }
+  std::vector<PhaseTime> Take() { return std::move(phases_); }
+
+ private:
+  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
+  std::vector<PhaseTime> phases_;
+};
+
 Result<BackupResult> BackupJob::Run() {
+  PhaseClock clock;
   STRATA_RETURN_IF_ERROR(CheckRequest());
   STRATA_RETURN_IF_ERROR(OpenDiskAndImage());
+  clock.Mark("open");
   header_.source = src_.kind;
   if (want_bitmap_) header_.source_name = src_.bitmap;
   if (src_.kind == SourceKind::kSnapshot) header_.source_name = src_.since_snapshot;
@@ -682,8 +704,10 @@ Result<BackupResult> BackupJob::Run() {
   if (src_.changes == nullptr && src_.kind == SourceKind::kBitmap) {
     STRATA_RETURN_IF_ERROR(LoadParentBitmap());
   }
+  clock.Mark("parent");
   STRATA_RETURN_IF_ERROR(TakeEndPoint());
   header_.content_unix_ns = NowNs();
+  clock.Mark("end point");
   auto run = [&]() -> Result<BackupResult> {
     if (!added_bitmap_.empty()) STRATA_RETURN_IF_ERROR(ReopenImage());
     if (!added_clone_.empty()) {  // the clone is the point in time: read it, not the live image
@@ -696,6 +720,7 @@ Result<BackupResult> BackupJob::Run() {
       STRATA_ASSIGN_OR_RETURN(ScanBaseline b, ScanBaseline::Build(Raw(parent_chain_)));
       baseline = std::make_unique<ScanBaseline>(std::move(b));
     }
+    clock.Mark("changes");
     STRATA_ASSIGN_OR_RETURN(auto done, WriteAndRecord(repo_, *read_, changes, header_, req_.pipeline, baseline.get()));
     result_.entry = done.first;
     result_.stats = done.second;
@@ -709,6 +734,7 @@ Result<BackupResult> BackupJob::Run() {
     if (!added_clone_.empty()) ::unlink(added_clone_.c_str());
     return r;
   }
+  const auto cleanup_start = std::chrono::steady_clock::now();
   // The clone the parent ended at is no longer needed: this backup's clone
   // is the next start. Only clones strata made (".strata-<id>") are removed.
   if (src_.kind == SourceKind::kReflink && header_.start.name.find(".strata-") != std::string::npos) {
@@ -730,6 +756,12 @@ Result<BackupResult> BackupJob::Run() {
   if (owned_tracker_) {
     if (Status s = owned_tracker_->Close(); !s.ok()) r->notes.push_back("closing the tracker: " + s.message());
   }
+  // The pipeline's own phases (setup, transfer, finish) come from RunBackup;
+  // the catalog update is timed in WriteAndRecord.
+  std::vector<PhaseTime> phases = clock.Take();
+  for (PhaseTime& p : r->stats.phases) phases.push_back(std::move(p));
+  phases.push_back({"cleanup", std::chrono::duration<double>(std::chrono::steady_clock::now() - cleanup_start).count()});
+  r->stats.phases = std::move(phases);
   return r;
 }
 
