@@ -17,6 +17,7 @@
 #include "strata/open_image.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
+#include "tools/live_cli.h"
 #include "tools/quiesce_window.h"
 
 #include <nlohmann/json.hpp>
@@ -194,7 +195,8 @@ Backs up IMAGE (raw or qcow2) into the repository. Every backup records the
 disk it belongs to and the point of the source's history it ends at; an
 incremental starts exactly where its parent ends, or it is refused.
 
-SOURCE is one of:
+SOURCE is one of (running VMs: --nbd, --qmp, --libvirt; see 'strata backup
+--nbd --help'):
   --full                 every allocated extent (a full backup)
   --scan                 read everything, store only chunks whose XXH3 differs
                          from the parent chain (no tracking needed; always safe)
@@ -247,6 +249,7 @@ backup leaves the repository as it was.
 )";
 
 int BackupMain(int argc, char** argv) {
+  if (IsLiveBackup(argc, argv)) return LiveBackupMain(argc, argv);  // tools/cmd_live.cc
   const char* tool = "strata backup";
   std::set<std::string> vf = {"--repo",   "--bitmap", "--since-snapshot", "--snapshot", "--tracker",
                               "--since",  "--checkpoint", "--parent",     "--format",   "--granularity",
@@ -500,6 +503,7 @@ int InfoMain(int argc, char** argv) {
 // ---- strata restore ----
 
 int RestoreMain(int argc, char** argv) {
+  if (IsLiveRestore(argc, argv)) return LiveRestoreMain(argc, argv);  // tools/cmd_live.cc
   const char* tool = "strata restore";
   std::set<std::string> vf = {"--repo", "--backup", "--disk", "--lock-wait"};
   vf.insert(kRestoreFlags.begin(), kRestoreFlags.end());

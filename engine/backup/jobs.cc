@@ -77,6 +77,7 @@ std::string AbsolutePath(const std::string& p) {
 DiskFormat FormatOf(const Image& image) {
   if (image.format() == "qcow2") return DiskFormat::kQcow2;
   if (image.format() == "raw") return DiskFormat::kRaw;
+  if (image.format() == "nbd") return DiskFormat::kNbd;
   return DiskFormat::kUnknown;
 }
 
@@ -249,11 +250,11 @@ Status BackupJob::CheckRequest() {
 }
 
 Status BackupJob::OpenDiskAndImage() {
-  disk_name_ = req_.disk_name.empty() ? AbsolutePath(req_.image) : req_.disk_name;
+  disk_name_ = !req_.disk_name.empty() ? req_.disk_name : req_.opened ? req_.image : AbsolutePath(req_.image);
   header_.id = NewArchiveId();
   header_.created_unix_ns = NowNs();
   header_.disk_name = disk_name_;
-  std::string format = req_.format;
+  std::string format = req_.opened ? std::string(req_.opened->format()) : req_.format;
   if (auto known = repo_.DiskNamed(disk_name_)) {
     header_.disk_id = known->id;
     // A disk keeps the format of its first backup: a guest that writes a
@@ -270,19 +271,24 @@ Status BackupJob::OpenDiskAndImage() {
   } else {
     header_.disk_id = RandomId128();
   }
-  STRATA_ASSIGN_OR_RETURN(image_, OpenImage(req_.image, format, req_.open));
-  header_.disk_format = FormatOf(*image_);
-  qcow2_ = dynamic_cast<Qcow2Image*>(image_.get());
-  read_ = image_.get();
-  const bool needs_qcow2 = want_bitmap_ || want_snapshot_ || src_.kind == SourceKind::kBitmap ||
-                           src_.kind == SourceKind::kSnapshot;
+  if (req_.opened != nullptr) {
+    read_ = req_.opened;
+  } else {
+    STRATA_ASSIGN_OR_RETURN(image_, OpenImage(req_.image, format, req_.open));
+    read_ = image_.get();
+  }
+  header_.disk_format = FormatOf(*read_);
+  qcow2_ = dynamic_cast<Qcow2Image*>(read_);
+  const bool needs_qcow2 = want_bitmap_ || want_snapshot_ ||
+                           (src_.changes == nullptr &&
+                            (src_.kind == SourceKind::kBitmap || src_.kind == SourceKind::kSnapshot));
   if (needs_qcow2 && qcow2_ == nullptr) {
     return Status::InvalidArgument(req_.image + ": qcow2 bitmaps and internal snapshots need a qcow2 image (it is " +
-                                   std::string(image_->format()) + ")");
+                                   std::string(read_->format()) + ")");
   }
-  if (want_reflink_ && image_->format() != "raw") {
+  if (want_reflink_ && read_->format() != "raw") {
     return Status::InvalidArgument(req_.image + ": reflink clones are taken of raw images (it is " +
-                                   std::string(image_->format()) + ")");
+                                   std::string(read_->format()) + ")");
   }
   if (want_snapshot_) {
     STRATA_ASSIGN_OR_RETURN(Qcow2Snapshot s, FindSnapshot(*qcow2_, src_.snapshot));
@@ -743,7 +749,7 @@ Result<BackupResult> BackupJob::Run() {
   // bitmaps strata made are removed; a user's own are left alone.
   // (The catalog grew: parent_ may point into reallocated memory; use the
   // copy of the point taken before.)
-  if (src_.kind == SourceKind::kBitmap && header_.start.name.rfind("strata-", 0) == 0) {
+  if (src_.changes == nullptr && src_.kind == SourceKind::kBitmap && header_.start.name.rfind("strata-", 0) == 0) {
     Status s = internal::QemuImgBitmap(req_.image, "--remove", header_.start.name);
     if (!s.ok()) r->notes.push_back("could not remove the previous bitmap: " + s.message());
   }

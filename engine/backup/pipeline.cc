@@ -263,6 +263,16 @@ class BackupRun {
     int fd = -1;
     std::unique_ptr<UringQueue> q;
     OpenRawSource(&fd, &q);
+    // Other sources may read asynchronously through their driver (NBD).
+    std::unique_ptr<ImageReadQueue> aq;
+    if (!q) aq = image_.OpenReadQueue(std::max(1u, opt_.queue_depth));
+    std::vector<ImageReadQueue::Completion> adone;
+    auto drain_async = [&] {
+      while (aq && aq->outstanding() > 0) {
+        adone.clear();
+        if (!aq->Reap(&adone).ok()) break;
+      }
+    };
     struct FdCloser {
       int* fd;
       ~FdCloser() {
@@ -273,6 +283,7 @@ class BackupRun {
     auto abort = [&](const Status& st) {
       std::vector<UringQueue::Completion> ignored;
       while (q && q->outstanding() > 0 && q->Reap(&ignored).ok()) ignored.clear();
+      drain_async();
       Fail(st);
     };
     uint64_t seq = 0;
@@ -283,15 +294,15 @@ class BackupRun {
         return abort(Status::Cancelled(image_.name() + ": backup cancelled"));
       }
       // Keep the queue full while slots are free.
-      while (!planned_all && (!q || q->outstanding() < q->depth())) {
-        bool block = !q || q->outstanding() == 0;
+      while (!planned_all && (q ? q->outstanding() < q->depth() : !aq || aq->outstanding() < aq->depth())) {
+        bool block = q ? q->outstanding() == 0 : !aq || aq->outstanding() == 0;
         if (!WaitForSlot(seq, block)) break;
         Slot& s = slots_[seq % slots_.size()];
         if (!planner.Next(&s.op)) {
           planned_all = true;
           break;
         }
-        s.hole = q && IsHole(fd, s.op.offset, s.op.length);
+        s.hole = (q && IsHole(fd, s.op.offset, s.op.length)) || (aq && aq->KnownZero(s.op.offset, s.op.length));
         {
           // The writer polls this slot's state and seq under the lock.
           std::lock_guard<std::mutex> l(mu_);
@@ -307,6 +318,9 @@ class BackupRun {
           Status st = q->Submit(UringQueue::Op::kRead, s.op.offset, {s.in->p, len},
                                 static_cast<int>(seq % slots_.size()), seq);
           if (!st.ok()) return abort(st.WithContext(image_.name()));
+        } else if (aq) {
+          Status st = aq->Submit(s.op.offset, {s.in->p, s.op.length}, seq);
+          if (!st.ok()) return abort(st);
         } else {
           Status st = image_.Read(s.op.offset, {s.in->p, s.op.length});
           if (!st.ok()) return abort(st);
@@ -317,6 +331,20 @@ class BackupRun {
       {
         std::lock_guard<std::mutex> l(mu_);
         if (stop_) break;
+      }
+      if (aq) {
+        if (aq->outstanding() == 0) {
+          if (planned_all) break;
+          continue;
+        }
+        adone.clear();
+        Status st = aq->Reap(&adone);
+        if (!st.ok()) return abort(st);
+        for (const auto& c : adone) {
+          if (!c.status.ok()) return abort(c.status);
+          HandOff(c.tag);
+        }
+        continue;
       }
       if (!q || q->outstanding() == 0) {
         if (planned_all) break;
@@ -350,6 +378,7 @@ class BackupRun {
       done.clear();
       if (!q->Reap(&done).ok()) break;
     }
+    drain_async();
     q.reset();  // before the descriptor it uses is closed
     {
       std::lock_guard<std::mutex> l(mu_);

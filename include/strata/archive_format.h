@@ -37,9 +37,10 @@ inline constexpr uint8_t kMaxSourceKind = 6;
 const char* SourceKindName(SourceKind k);
 
 // How the disk was read (§3): the format a repository remembers per disk.
-enum class DiskFormat : uint8_t { kUnknown = 0, kRaw = 1, kQcow2 = 2 };
-inline constexpr uint8_t kMaxDiskFormat = 2;
-const char* DiskFormatName(DiskFormat f);  // "unknown", "raw", "qcow2"
+// kNbd: guest bytes read from an NBD export (a running VM's disk, engine/live).
+enum class DiskFormat : uint8_t { kUnknown = 0, kRaw = 1, kQcow2 = 2, kNbd = 3 };
+inline constexpr uint8_t kMaxDiskFormat = 3;
+const char* DiskFormatName(DiskFormat f);  // "unknown", "raw", "qcow2", "nbd"
 
 inline constexpr uint16_t kArchiveVersion = 2;  // what writers write; 1 is still read
 

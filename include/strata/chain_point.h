@@ -22,8 +22,14 @@ enum class PointKind : uint8_t {
   kReflinkClone = 4,   // a reflink clone of a raw image: source = disk id, seq =
                        // fingerprint of the clone file (inode, size, times),
                        // name = its absolute path
+  kQemuBitmap = 5,     // a persistent dirty bitmap in a running QEMU (engine/live):
+                       // source = the chain's series id, seq = backup number in the
+                       // series, name = bitmap name (strata-<series>-<seq>)
+  kLibvirtCheckpoint = 6,  // a libvirt domain checkpoint (engine/live): source =
+                           // the domain UUID, seq = backup number in the series,
+                           // name = checkpoint name
 };
-inline constexpr uint8_t kMaxPointKind = 4;
+inline constexpr uint8_t kMaxPointKind = 6;
 const char* PointKindName(PointKind k);
 
 struct ChainPoint {

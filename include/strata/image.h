@@ -80,6 +80,30 @@ Result<std::unique_ptr<class File>> OpenChainFile(const std::string& referrer,
                                                   const std::string& name, const std::string& kind,
                                                   const std::vector<std::string>& allowed);
 
+// Reads with many requests in flight, for drivers whose source is far away
+// (an NBD export): Submit starts a read, Reap collects finished ones. Used
+// from one thread. Buffers stay owned by the caller and must live until
+// their read is reaped; a queue is destroyed only with nothing outstanding
+// (Reap until outstanding() is 0).
+class ImageReadQueue {
+ public:
+  struct Completion {
+    uint64_t tag = 0;
+    Status status;  // the read's own error (the bytes are then undefined)
+  };
+  virtual ~ImageReadQueue() = default;
+  virtual unsigned depth() const = 0;        // reads worth keeping in flight
+  virtual unsigned outstanding() const = 0;  // submitted, not yet reaped
+  // Starts reading guest bytes [offset, offset + buf.size()) into `buf`.
+  virtual Status Submit(uint64_t offset, std::span<uint8_t> buf, uint64_t tag) = 0;
+  // Waits until at least one read finished (when any is outstanding) and
+  // appends what finished. A Status error here means the queue is unusable.
+  virtual Status Reap(std::vector<Completion>* done) = 0;
+  // Whether [offset, offset + length) is known to read as zeros without
+  // asking the source (it need not be read).
+  virtual bool KnownZero(uint64_t offset, uint64_t length) = 0;
+};
+
 class Image {
  public:
   virtual ~Image() = default;
@@ -103,6 +127,14 @@ class Image {
 
   // Path of the file at `depth` in the backing chain (0 = this image).
   virtual std::string FileAt(int depth) const { return depth == 0 ? name() : std::string(); }
+
+  // A queue of asynchronous reads with up to `depth` in flight, for drivers
+  // that have one (NBD); null when reads are only synchronous (Read). The
+  // image must outlive the queue.
+  virtual std::unique_ptr<ImageReadQueue> OpenReadQueue(unsigned depth) {
+    (void)depth;
+    return nullptr;
+  }
 };
 
 // Walks the whole image's block status and calls `emit` with entries merged

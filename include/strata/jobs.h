@@ -72,6 +72,10 @@ struct ChangeSource {
 
 struct BackupRequest {
   std::string image;
+  // An image the caller opened and keeps open for the call (e.g. an NBD
+  // export of a running VM, engine/live); `image` then only labels it (the
+  // default disk name) and `format` is ignored. Null: `image` is opened here.
+  Image* opened = nullptr;
   std::string format = "auto";          // a disk known to the repository keeps its format
   std::string disk_name;                // default: the image's absolute path
   // Which backing and data files a qcow2 chain may follow (default: regular
