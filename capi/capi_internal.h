@@ -8,7 +8,7 @@
 #include <new>
 #include <string>
 
-#include "extents/status.h"
+#include "strata/status.h"
 #include "strata/strata.h"
 
 namespace strata::capi {

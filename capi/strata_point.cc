@@ -11,7 +11,7 @@
 
 #include "capi/capi_internal.h"
 #include "engine/backup/chain_image.h"
-#include "engine/backup/repository.h"
+#include "strata/repository.h"
 
 struct strata_point {
   std::vector<std::unique_ptr<strata::ArchiveReader>> chain;  // newest first; outlives image

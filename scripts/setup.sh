@@ -10,8 +10,22 @@ PACKAGES=(
   libgtest-dev libgmock-dev googletest libbenchmark-dev nlohmann-json3-dev
   qemu-utils libnbd-bin zstd xxhash
   e2fsprogs xfsprogs btrfs-progs util-linux qemu-guest-agent
-  nbdkit nbdkit-plugin-dev libfuse3-dev fuse3 libblkid-dev qemu-system-x86 fdisk fio python3-libnbd
+  qemu-system-x86 qemu-system-common libnbd-dev nbdkit
+  libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients virtnbdbackup
+  nbdkit-plugin-dev libfuse3-dev fuse3 libblkid-dev fdisk fio python3-libnbd
 )
+
+# The live tests (label "live") run their own libvirtd, which needs the
+# libvirt-qemu user and, without systemd, no cgroup controllers. Only a
+# missing qemu.conf is written; an existing one is never changed.
+libvirt_prep() {
+  [ "$(id -u)" -eq 0 ] || return 0
+  getent group libvirt-qemu >/dev/null || groupadd -r libvirt-qemu
+  getent passwd libvirt-qemu >/dev/null || useradd -r -g libvirt-qemu -d /var/lib/libvirt -s /usr/sbin/nologin libvirt-qemu
+  mkdir -p /var/log/libvirt/qemu /etc/libvirt
+  [ -e /etc/libvirt/qemu.conf ] || echo 'cgroup_controllers = [ ]' > /etc/libvirt/qemu.conf
+}
+trap libvirt_prep EXIT
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -18,8 +18,8 @@
 
 #include "engine/backup/chain_image.h"
 #include "engine/backup/frame_cache.h"
-#include "engine/backup/pipeline.h"
-#include "formats/open_image.h"
+#include "strata/pipeline.h"
+#include "strata/open_image.h"
 #include "tests/test_util.h"
 
 namespace strata {

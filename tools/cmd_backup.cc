@@ -10,13 +10,14 @@
 #include <string>
 #include <vector>
 
-#include "engine/backup/jobs.h"
-#include "engine/backup/pipeline.h"
-#include "engine/backup/repository.h"
+#include "strata/jobs.h"
+#include "strata/pipeline.h"
+#include "strata/repository.h"
 #include "extents/endian.h"
-#include "formats/open_image.h"
+#include "strata/open_image.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
+#include "tools/live_cli.h"
 #include "tools/quiesce_window.h"
 
 #include <nlohmann/json.hpp>
@@ -194,7 +195,8 @@ Backs up IMAGE (raw or qcow2) into the repository. Every backup records the
 disk it belongs to and the point of the source's history it ends at; an
 incremental starts exactly where its parent ends, or it is refused.
 
-SOURCE is one of:
+SOURCE is one of (running VMs: --nbd, --qmp, --libvirt; see 'strata backup
+--nbd --help'):
   --full                 every allocated extent (a full backup)
   --scan                 read everything, store only chunks whose XXH3 differs
                          from the parent chain (no tracking needed; always safe)
@@ -232,6 +234,9 @@ Options:
                     --confine, --force-freeze, --state-dir as for
                     'strata checkpoint'; the freeze is journaled first)
   --format FMT      raw, qcow2 or auto (default; a known disk keeps its format)
+  --allow-backing DIR  a qcow2 image's backing and data files may lie in DIR
+                    (repeatable; default: the image's own directory only;
+                    devices and files outside are refused)
   --granularity N   block size of a full backup (default 64K; incrementals
                     take the parent's)
   --level N         zstd level (default 1)          --chunk-size N (default 1M)
@@ -244,10 +249,11 @@ backup leaves the repository as it was.
 )";
 
 int BackupMain(int argc, char** argv) {
+  if (IsLiveBackup(argc, argv)) return LiveBackupMain(argc, argv);  // tools/cmd_live.cc
   const char* tool = "strata backup";
   std::set<std::string> vf = {"--repo",   "--bitmap", "--since-snapshot", "--snapshot", "--tracker",
                               "--since",  "--checkpoint", "--parent",     "--format",   "--granularity",
-                              "--disk",   "--lock-wait", "--snapshot-dir"};
+                              "--disk",   "--lock-wait", "--snapshot-dir", "--allow-backing"};
   vf.insert(kPipelineFlags.begin(), kPipelineFlags.end());
   vf.insert(kQuiesceValueFlags.begin(), kQuiesceValueFlags.end());
   std::set<std::string> bf = {"--help", "--json", "--full", "--scan", "--no-direct", "--reflink"};
@@ -298,6 +304,7 @@ int BackupMain(int argc, char** argv) {
     return Usage(tool, "--format must be raw, qcow2 or auto");
   }
   req.disk_name = a->Get("--disk").value_or("");
+  req.open.allowed_dirs = a->All("--allow-backing");
   req.parent = a->Get("--parent").value_or("latest");
   if (req.parent != "latest" && !IdFromHex(req.parent) &&
       (req.parent.size() < 4 || req.parent.size() > 32 ||
@@ -362,6 +369,9 @@ int BackupMain(int argc, char** argv) {
     j["registered_buffers"] = st.registered_buffers;
     j["notice"] = st.notice;
     j["notes"] = result->notes;
+    Json phases = Json::array();
+    for (const PhaseTime& ph : st.phases) phases.push_back({{"name", ph.name}, {"seconds", ph.seconds}});
+    j["phases"] = phases;
     std::printf("%s\n", j.dump().c_str());
   } else {
     double ratio = st.stored_bytes ? static_cast<double>(st.data_bytes) / static_cast<double>(st.stored_bytes) : 0;
@@ -493,6 +503,7 @@ int InfoMain(int argc, char** argv) {
 // ---- strata restore ----
 
 int RestoreMain(int argc, char** argv) {
+  if (IsLiveRestore(argc, argv)) return LiveRestoreMain(argc, argv);  // tools/cmd_live.cc
   const char* tool = "strata restore";
   std::set<std::string> vf = {"--repo", "--backup", "--disk", "--lock-wait"};
   vf.insert(kRestoreFlags.begin(), kRestoreFlags.end());
@@ -564,7 +575,8 @@ int RestoreMain(int argc, char** argv) {
 
 int VerifyMain(int argc, char** argv) {
   const char* tool = "strata verify";
-  auto a = Args::Parse(argc, argv, 1, {"--repo", "--backup", "--against", "--format", "--disk", "--lock-wait"},
+  auto a = Args::Parse(argc, argv, 1, {"--repo", "--backup", "--against", "--format", "--disk", "--lock-wait",
+                                       "--allow-backing"},
                        {"--help", "--json"});
   if (!a) return Usage(tool, a.error().message());
   if (a->Has("--help")) {
@@ -657,7 +669,9 @@ int VerifyMain(int argc, char** argv) {
       const ArchiveHeader& top = (*chain)[0]->header();
       std::string fmt = a->Get("--format").value_or(
           top.disk_format == DiskFormat::kUnknown ? "auto" : DiskFormatName(top.disk_format));
-      auto img = OpenImage(*against, fmt);
+      ImageOpenOptions oo;
+      oo.allowed_dirs = a->All("--allow-backing");
+      auto img = OpenImage(*against, fmt, oo);
       if (!img) return Fail(tool, img.error());
       if ((*img)->size() != (*chain)[0]->header().disk_size) {
         return Fail(tool, Status::Corruption(*against + ": size differs from the backup"));

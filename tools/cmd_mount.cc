@@ -27,7 +27,7 @@
 #include <thread>
 #include <vector>
 
-#include "extents/units.h"
+#include "strata/units.h"
 #include "strata/point.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"

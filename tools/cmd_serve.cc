@@ -23,7 +23,7 @@
 #include <thread>
 #include <vector>
 
-#include "extents/units.h"
+#include "strata/units.h"
 #include "formats/qcow2/qcow2_format.h"
 #include "strata/point.h"
 #include "tools/cli_util.h"

@@ -1,9 +1,9 @@
-#include "engine/backup/archive_format.h"
+#include "strata/archive_format.h"
 
 #include <cstring>
 
 #include "extents/endian.h"
-#include "extents/units.h"
+#include "strata/units.h"
 
 namespace strata {
 
@@ -46,6 +46,7 @@ const char* DiskFormatName(DiskFormat f) {
     case DiskFormat::kUnknown: return "unknown";
     case DiskFormat::kRaw: return "raw";
     case DiskFormat::kQcow2: return "qcow2";
+    case DiskFormat::kNbd: return "nbd";
   }
   return "unknown";
 }
@@ -57,6 +58,8 @@ const char* PointKindName(PointKind k) {
     case PointKind::kQcow2Bitmap: return "qcow2-bitmap";
     case PointKind::kQcow2Snapshot: return "qcow2-snapshot";
     case PointKind::kReflinkClone: return "reflink-clone";
+    case PointKind::kQemuBitmap: return "qemu-bitmap";
+    case PointKind::kLibvirtCheckpoint: return "libvirt-checkpoint";
   }
   return "unknown";
 }
@@ -70,6 +73,9 @@ std::string ChainPoint::Describe() const {
     case PointKind::kQcow2Bitmap: return "qcow2 bitmap '" + name + "'";
     case PointKind::kQcow2Snapshot: return "internal snapshot '" + name + "'";
     case PointKind::kReflinkClone: return "reflink clone " + name;
+    case PointKind::kQemuBitmap: return "QEMU bitmap '" + name + "'";
+    case PointKind::kLibvirtCheckpoint:
+      return "libvirt checkpoint '" + name + "' of domain " + Id128ToHex(source).substr(0, 8);
   }
   return "point of unknown kind " + std::to_string(static_cast<int>(kind));
 }

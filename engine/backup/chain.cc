@@ -6,7 +6,7 @@
 #include <cstring>
 
 #include "engine/backup/chain_image.h"
-#include "engine/backup/pipeline.h"
+#include "strata/pipeline.h"
 #include "engine/backup/pipeline_internal.h"
 #include "extents/endian.h"
 

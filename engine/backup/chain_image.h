@@ -18,10 +18,10 @@
 #include <string>
 #include <vector>
 
-#include "engine/backup/archive.h"
+#include "strata/archive.h"
 #include "engine/backup/frame_cache.h"
 #include "engine/backup/pipeline_internal.h"
-#include "formats/image.h"
+#include "strata/image.h"
 
 namespace strata {
 

@@ -30,7 +30,7 @@
 #include <span>
 #include <unordered_map>
 
-#include "extents/status.h"
+#include "strata/status.h"
 
 namespace strata {
 

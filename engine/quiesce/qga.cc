@@ -260,6 +260,13 @@ Result<int64_t> QgaClient::FreezeList(const std::vector<std::string>& mount_poin
   return impl_->AwaitCount("guest-fsfreeze-freeze-list", end);
 }
 
+Result<int64_t> QgaClient::FreezeAll() {
+  STRATA_ASSIGN_OR_RETURN(std::string line, CommandLine("guest-fsfreeze-freeze", nullptr));
+  Clock::time_point end = impl_->End();
+  STRATA_RETURN_IF_ERROR(impl_->SendAll(line));
+  return impl_->AwaitCount("guest-fsfreeze-freeze", end);
+}
+
 Result<int64_t> QgaClient::Thaw() {
   STRATA_ASSIGN_OR_RETURN(std::string line, CommandLine("guest-fsfreeze-thaw", nullptr));
   Clock::time_point end = impl_->End();

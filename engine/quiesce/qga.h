@@ -23,8 +23,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/quiesce/quiesce.h"
-#include "extents/status.h"
+#include "strata/quiesce.h"
+#include "strata/status.h"
 
 namespace strata::quiesce {
 
@@ -46,6 +46,8 @@ class QgaClient {
   // kInvalidArgument for a mount point that is not valid UTF-8 (JSON cannot
   // carry it), before anything is sent.
   Result<int64_t> FreezeList(const std::vector<std::string>& mount_points);
+  // guest-fsfreeze-freeze: every filesystem the guest has; count frozen.
+  Result<int64_t> FreezeAll();
   // guest-fsfreeze-thaw (thaws everything the agent froze): count thawed.
   Result<int64_t> Thaw();
   // guest-fsfreeze-status: "thawed" or "frozen".
