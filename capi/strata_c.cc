@@ -10,6 +10,7 @@
 #include <new>
 #include <string>
 
+#include "capi/capi_internal.h"
 #include "strata/jobs.h"
 #include "strata/tracker.h"
 #include "strata/open_image.h"
@@ -35,35 +36,10 @@ struct strata_repo {
 
 namespace {
 
-thread_local std::string last_error;
-
-int Code(const strata::Status& s) {
-  if (s.ok()) {
-    last_error.clear();
-    return STRATA_OK;
-  }
-  last_error = s.message();
-  return static_cast<int>(s.code());
-}
-
-int Invalid(const std::string& what) { return Code(strata::Status::InvalidArgument(what)); }
-
-// Runs `fn` with every exception turned into a code.
-template <class Fn>
-int Guard(Fn&& fn) noexcept {
-  try {
-    return fn();
-  } catch (const std::bad_alloc&) {
-    last_error = "out of memory";
-    return STRATA_E_NO_MEMORY;
-  } catch (const std::exception& e) {
-    last_error = std::string("internal error: ") + e.what();
-    return STRATA_E_INTERNAL;
-  } catch (...) {
-    last_error = "internal error";
-    return STRATA_E_INTERNAL;
-  }
-}
+using strata::capi::Code;
+using strata::capi::Guard;
+using strata::capi::Invalid;
+using strata::capi::last_error;
 
 int SetIter(strata::Result<strata::ExtentSet> r, strata_extent_iter** out) {
   if (!r) return Code(r.error());

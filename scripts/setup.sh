@@ -12,6 +12,7 @@ PACKAGES=(
   e2fsprogs xfsprogs btrfs-progs util-linux qemu-guest-agent
   qemu-system-x86 qemu-system-common libnbd-dev nbdkit
   libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients virtnbdbackup
+  nbdkit-plugin-dev libfuse3-dev fuse3 libblkid-dev fdisk fio python3-libnbd
 )
 
 # The live tests (label "live") run their own libvirtd, which needs the

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fails when a lower layer includes a higher one
-# (extents <- formats <- engine <- capi <- tools). Public headers live in
+# (extents <- formats <- engine <- capi <- tools; plugins use include/strata/ only). Public headers live in
 # include/strata/; each belongs to the layer that implements it (the table
 # below), and counts as that layer for this check, in both directions.
 set -u
@@ -17,7 +17,7 @@ level_of_header() {  # strata/NAME.h
   case $1 in
     strata/status.h|strata/units.h|strata/checksum.h|strata/id128.h|strata/extent_set.h) echo 0 ;;
     strata/image.h|strata/open_image.h|strata/file.h|strata/env.h|strata/qcow2_image.h|strata/nbd_image.h) echo 1 ;;
-    strata/strata.h) echo 3 ;;
+    strata/strata.h|strata/point.h) echo 3 ;;
     strata/*) echo 2 ;;
   esac
 }
@@ -49,6 +49,14 @@ for d in "${names[@]}"; do
 done
 for f in include/strata/*.h; do
   check_public "$f" "$(level_of_header "strata/$(basename "$f")")"
+done
+
+# Plugins are clients of the public API (include/strata/) only.
+for p in "${names[@]}"; do
+  hits=$(grep -rnE "#include \"$p/" plugins --include='*.h' --include='*.cc' --include='*.c' 2>/dev/null)
+  if [ -n "$hits" ]; then
+    echo "layering violation: plugins include $p/:"; echo "$hits"; bad=1
+  fi
 done
 
 if [ $bad -eq 0 ]; then echo "layering ok"; fi

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "engine/backup/chain_image.h"
 #include "strata/pipeline.h"
 #include "engine/backup/pipeline_internal.h"
 #include "extents/endian.h"
@@ -154,87 +155,14 @@ Status VerifyArchive(const ArchiveReader& a) {
   return Status::Ok();
 }
 
-namespace {
-
-class ChainImage : public Image {
- public:
-  ChainImage(std::vector<const ArchiveReader*> chain, std::vector<Segment> segs)
-      : chain_(std::move(chain)), segs_(std::move(segs)), dctx_(ZSTD_createDCtx()) {
-    name_ = "backup " + IdToHex(chain_[0]->header().id);
-  }
-  const std::string& name() const override { return name_; }
-  std::string_view format() const override { return "strata-backup"; }
-  uint64_t size() const override { return chain_[0]->header().disk_size; }
-
-  Status Read(uint64_t offset, std::span<uint8_t> buf) override {
-    STRATA_RETURN_IF_ERROR(CheckRange(offset, buf.size(), size()).WithContext(name_));
-    uint64_t pos = offset, end = offset + buf.size();
-    for (size_t i = Find(pos); pos < end; ++i) {
-      const Segment& s = segs_[i];
-      uint64_t n = std::min(end, s.offset + s.length) - pos;
-      uint8_t* dst = buf.data() + (pos - offset);
-      if (SegIsZero(chain_, s)) {
-        std::memset(dst, 0, n);
-      } else {
-        const ArchiveReader& a = *chain_[s.archive];
-        const ExtentRecord& e = a.index().extents[s.extent];
-        if (cached_archive_ != s.archive || cached_frame_ != e.frame) {
-          STRATA_RETURN_IF_ERROR(a.ReadFrame(e.frame, &raw_, dctx_.get()));
-          cached_archive_ = s.archive;
-          cached_frame_ = e.frame;
-          checked_extent_ = ExtentRecord::kZeroFrame;
-        }
-        if (checked_extent_ != s.extent) {
-          STRATA_RETURN_IF_ERROR(a.CheckExtent(e, raw_));
-          checked_extent_ = s.extent;
-        }
-        std::memcpy(dst, raw_.data() + e.offset_in_frame + (pos - e.guest_offset), n);
-      }
-      pos += n;
-    }
-    return Status::Ok();
-  }
-
-  Status BlockStatus(uint64_t offset, uint64_t length, std::vector<MapEntry>* out) override {
-    STRATA_RETURN_IF_ERROR(CheckRange(offset, length, size()).WithContext(name_));
-    uint64_t pos = offset, end = offset + length;
-    for (size_t i = Find(pos); pos < end; ++i) {
-      const Segment& s = segs_[i];
-      uint64_t n = std::min(end, s.offset + s.length) - pos;
-      MapEntry e;
-      e.start = pos;
-      e.length = n;
-      e.present = true;
-      e.data = !SegIsZero(chain_, s);
-      e.zero = !e.data;
-      out->push_back(e);
-      pos += n;
-    }
-    return Status::Ok();
-  }
-
- private:
-  size_t Find(uint64_t pos) const {
-    auto it = std::upper_bound(segs_.begin(), segs_.end(), pos,
-                               [](uint64_t p, const Segment& s) { return p < s.offset; });
-    return static_cast<size_t>(it - segs_.begin()) - 1;
-  }
-
-  std::vector<const ArchiveReader*> chain_;
-  std::vector<Segment> segs_;
-  std::string name_;
-  std::unique_ptr<ZSTD_DCtx, DCtxDeleter> dctx_;
-  std::vector<uint8_t> raw_;
-  int cached_archive_ = -1;
-  uint32_t cached_frame_ = 0, checked_extent_ = ExtentRecord::kZeroFrame;
-};
-
-}  // namespace
-
 Result<std::unique_ptr<Image>> OpenChainImage(const std::vector<const ArchiveReader*>& chain) {
-  STRATA_ASSIGN_OR_RETURN(std::vector<Segment> segs, Resolve(chain));
-  if (segs.empty()) return Status::InvalidArgument("cannot open an empty disk as an image");
-  return std::unique_ptr<Image>(new ChainImage(chain, std::move(segs)));
+  // Merges read the view in chunk-sized pieces, in order: a few frames of
+  // the largest chunk size in the chain are all the cache needs to hold.
+  ChainImageOptions o;
+  o.cache_bytes = 8u << 20;
+  for (const ArchiveReader* a : chain) o.cache_bytes = std::max<uint64_t>(o.cache_bytes, 4ull * a->header().chunk_size);
+  STRATA_ASSIGN_OR_RETURN(auto image, ChainImage::Open(chain, o));
+  return std::unique_ptr<Image>(std::move(image));
 }
 
 Result<BackupStats> FoldIntoChild(const std::vector<const ArchiveReader*>& chain,

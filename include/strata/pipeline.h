@@ -130,7 +130,9 @@ Status VerifyArchive(const ArchiveReader& archive);
 // The resolved view of a chain (newest first) as a read-only Image: reads
 // decompress and verify the frames that hold the bytes; block status says
 // data or zero. The chain's readers must outlive it. Used by merge to feed
-// the backup pipeline from backups instead of a disk.
+// the backup pipeline from backups instead of a disk. A ChainImage
+// (chain_image.h) with a small frame cache; open one directly to choose the
+// cache size or to read from several threads.
 Result<std::unique_ptr<Image>> OpenChainImage(const std::vector<const ArchiveReader*>& chain);
 
 // Offline merges in a directory of archives. Rewrites archive `child`
