@@ -13,6 +13,7 @@
 #include <string>
 
 #include "strata/tracker.h"
+#include "strata/tracker_control.h"
 #include "strata/quiesce.h"
 #include "strata/id128.h"
 #include "tools/cli_util.h"
@@ -71,7 +72,8 @@ window, 'strata thaw --all' finds and thaws it.
 Exit status: 0 success, 1 failure (e.g. NAME exists), 2 usage error.
 )";
 
-void PrintRecovery(const char* tool, const Tracker& t) {
+template <typename T>
+void PrintRecovery(const char* tool, const T& t) {
   const RecoveryInfo& r = t.recovery();
   if (!r.clean_shutdown && !r.active_unknown) {
     std::fprintf(stderr, "%s: recovered after an unclean shutdown: %" PRIu64
@@ -91,12 +93,22 @@ std::string CheckpointJson(const CheckpointInfo& c) {
   return "{\"name\": " + JsonString(c.name) + ", " + buf;
 }
 
-Result<std::unique_ptr<Tracker>> OpenFor(const Args& args, bool read_only) {
+// Through the tracker's owner when one serves its control socket (e.g. the
+// nbdkit filter marking a disk's writes), else the directory itself.
+Result<std::unique_ptr<TrackerHandle>> OpenFor(const Args& args, bool read_only) {
   auto dir = args.Get("--tracker");
   if (!dir) return Status::InvalidArgument("--tracker DIR is required");
-  OpenOptions o;
+  HandleOptions o;
   o.read_only = read_only;
-  return Tracker::Open(*dir, o);
+  return TrackerHandle::Open(*dir, o);
+}
+
+// Resize changes the state files under the exclusive lock: never through
+// an owner (whose disk decides the size).
+Result<std::unique_ptr<Tracker>> OpenDirect(const Args& args) {
+  auto dir = args.Get("--tracker");
+  if (!dir) return Status::InvalidArgument("--tracker DIR is required");
+  return Tracker::Open(*dir, OpenOptions{});
 }
 
 int Init(const Args& args, bool json) {
@@ -154,8 +166,10 @@ int List(const Args& args, bool json) {
   if (!args.positional().empty()) return Usage(kTrackerTool, "list takes no positional arguments");
   auto t = OpenFor(args, true);
   if (!t) return Fail(kTrackerTool, t.error(), true);
-  Tracker& tr = **t;
-  auto list = tr.List();
+  TrackerHandle& tr = **t;
+  auto listed = tr.List();
+  if (!listed) return Fail(kTrackerTool, listed.error());
+  const std::vector<CheckpointInfo>& list = *listed;
   const RecoveryInfo& r = tr.recovery();
   if (json) {
     std::printf("{\"uuid\": \"%s\", \"disk_size\": %" PRIu64 ", \"granularity\": %" PRIu64
@@ -206,7 +220,7 @@ int Resize(const Args& args, bool json) {
   auto size = ParseSize(*size_text);
   if (!size) return Fail(kTrackerTool, size.error(), true);
   if (*size == 0 || *size > kMaxDiskSize) return Usage(kTrackerTool, "--size must be 1 byte .. 8 EiB");
-  auto t = OpenFor(args, false);
+  auto t = OpenDirect(args);
   if (!t) return Fail(kTrackerTool, t.error(), true);
   PrintRecovery(kTrackerTool, **t);
   Status s = (*t)->Resize(*size);
