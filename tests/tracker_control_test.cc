@@ -154,6 +154,24 @@ TEST(TrackerControl, WithoutAnOwnerOpensTheDirectory) {
   ASSERT_TRUE((*t)->Close().ok());
 }
 
+// A state directory whose socket path does not fit a socket address: no
+// owner can serve it, so handles open it directly (as before sockets) and
+// a server says why it cannot start.
+TEST(TrackerControl, LongPathOpensDirectly) {
+  testing::TempDir tmp;
+  std::string dir = tmp.File(std::string(120, 'd'));
+  auto t = NewTracker(dir);
+  ASSERT_TRUE(t);
+  auto srv = TrackerControlServer::Start(t.get());
+  ASSERT_FALSE(srv);
+  EXPECT_NE(srv.error().message().find("longer than"), std::string::npos) << srv.error().message();
+  ASSERT_TRUE(t->Close().ok());
+  auto h = TrackerHandle::Open(dir);
+  ASSERT_TRUE(h) << h.error().ToString();
+  EXPECT_FALSE((*h)->via_owner());
+  ASSERT_TRUE((*h)->Close().ok());
+}
+
 // Writers mark from several threads while another thread checkpoints
 // through the socket; the guard holds the writers off as the nbdkit filter
 // does. Every mark lands in some generation: the union over all

@@ -399,10 +399,14 @@ namespace {
 
 // Connects to an owner: the connection, or kNotFound when nobody answers.
 Result<Fd> ConnectOwner(const std::string& path) {
-  STRATA_ASSIGN_OR_RETURN(sockaddr_un addr, Address(path));
+  // A path too long for a socket address has no owner either (no server
+  // can bind it): the directory is opened directly, as before sockets.
+  auto a = Address(path);
+  if (!a) return Status::NotFound(path + ": no owner can serve this path");
+  const sockaddr_un& addr = *a;
   Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (fd.get() < 0) return Status::FromErrno(errno, path + ": socket");
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
     int e = errno;
     if (e == ENOENT || e == ECONNREFUSED || e == ENOTSOCK || e == ENOTDIR) {
       return Status::NotFound(path + ": no owner answers");

@@ -63,7 +63,8 @@ class TrackerControlServer {
  public:
   // Binds TrackerControlSocketPath(tracker->dir()) (replacing a leftover
   // file) and serves requests until Stop. `tracker` must be open read-write
-  // (kInvalidArgument otherwise) and outlive the server. Call it after any
+  // (checked by flushing it once: kInvalidArgument otherwise) and outlive
+  // the server. Call it after any
   // fork (the serving thread does not survive one). kIoError when the
   // socket cannot be made (e.g. the path is longer than 107 bytes).
   static Result<std::unique_ptr<TrackerControlServer>> Start(Tracker* tracker,
