@@ -249,7 +249,7 @@ backup leaves the repository as it was.
 )";
 
 int BackupMain(int argc, char** argv) {
-  if (IsLiveBackup(argc, argv)) return LiveBackupMain(argc, argv);  // tools/cmd_live.cc
+  if (IsLiveBackup(argc, argv)) return ExecLive("backup", argc, argv);  // tools/live_cli.cc in strata-live
   const char* tool = "strata backup";
   std::set<std::string> vf = {"--repo",   "--bitmap", "--since-snapshot", "--snapshot", "--tracker",
                               "--since",  "--checkpoint", "--parent",     "--format",   "--granularity",
@@ -503,7 +503,7 @@ int InfoMain(int argc, char** argv) {
 // ---- strata restore ----
 
 int RestoreMain(int argc, char** argv) {
-  if (IsLiveRestore(argc, argv)) return LiveRestoreMain(argc, argv);  // tools/cmd_live.cc
+  if (IsLiveRestore(argc, argv)) return ExecLive("restore", argc, argv);  // tools/live_cli.cc in strata-live
   const char* tool = "strata restore";
   std::set<std::string> vf = {"--repo", "--backup", "--disk", "--lock-wait"};
   vf.insert(kRestoreFlags.begin(), kRestoreFlags.end());
