@@ -436,6 +436,52 @@ TEST(BackupCli, RestoreOutputIsSafe) {
   testing::WriteFileBytes(archive, bytes);
 }
 
+// Issue 11 (hostile campaign): names and paths are bytes, JSON strings are
+// UTF-8. Every --json output stays valid JSON when a disk's name is not UTF-8
+// (the default name is the image's path), and the name still selects the
+// disk. Before, nlohmann's dump threw and the process aborted after the
+// backup was committed, and JsonString printed the raw bytes.
+TEST(BackupCli, JsonOutputOfNamesThatAreNotUtf8) {
+  testing::TempDir dir;
+  std::string disk = dir.File("disk\xff\xfe.raw"), repo = dir.File("repo\xff");
+  std::string R = " --repo " + ShellQuote(repo) + " ";
+  auto strict = [](const std::string& what, const std::string& text) {
+    Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+    EXPECT_FALSE(j.is_discarded()) << what << " printed invalid JSON: " << text;
+    return j;
+  };
+  RunOk(S("generate --size 4M --fill 0.5 --seed 3 " + ShellQuote(disk)));
+  auto init = RunCommand(S("init --json " + ShellQuote(repo)));
+  ASSERT_EQ(init.exit_code, 0) << init.err;
+  strict("init", init.out);
+  const std::string kReplacement = "\xef\xbf\xbd";
+  const std::string named = "vm\xc3\x28\nname";  // an invalid sequence and a newline
+  std::vector<std::string> ids;
+  for (const std::string& name : {std::string(), named}) {
+    std::string D = name.empty() ? "" : "--disk " + ShellQuote(name) + " ";
+    auto b = RunCommand(S("backup --json --full" + R + D + ShellQuote(disk)));
+    ASSERT_EQ(b.exit_code, 0) << b.err;
+    Json j = strict("backup", b.out);
+    std::string shown = j["disk"]["name"].get<std::string>();
+    EXPECT_NE(shown.find(kReplacement), std::string::npos) << shown;
+    ids.push_back(j["id"].get<std::string>());
+  }
+  auto list = RunCommand(S("list --json" + R));
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_EQ(strict("list", list.out).size(), 2u);
+  for (const std::string& id : ids) {
+    auto info = RunCommand(S("info --json" + R + "--backup " + id));
+    EXPECT_EQ(info.exit_code, 0) << info.err;
+    strict("info", info.out);
+  }
+  // The raw name selects the disk; the output's name is not UTF-8 either.
+  std::string out = dir.File("out\xfe.raw");
+  auto restore = RunCommand(S("restore --json" + R + "--disk " + ShellQuote(named) + " " + ShellQuote(out)));
+  ASSERT_EQ(restore.exit_code, 0) << restore.err;
+  EXPECT_EQ(strict("restore", restore.out)["id"], ids[1]);
+  EXPECT_TRUE(testing::ReadFileBytes(out) == testing::ReadFileBytes(disk));
+}
+
 // Issue 11: readers share the repository; a writer waits for them (or fails
 // at once without --lock-wait).
 TEST(BackupCli, ReadersShareWritersWait) {
