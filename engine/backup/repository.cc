@@ -131,6 +131,15 @@ Status Repository::CheckWritable() const {
   return Status::Ok();
 }
 
+bool Repository::IsCatalogTemporary(const std::string& n) {
+  if (n.rfind("catalog.tmp.", 0) == 0) return true;
+  const std::string prefix = "catalog.replaced-";
+  if (n.rfind(prefix, 0) != 0) return false;
+  size_t i = prefix.size();
+  while (i < n.size() && n[i] >= '0' && n[i] <= '9') ++i;
+  return i > prefix.size() && n.compare(i, 5, ".tmp.") == 0;
+}
+
 // What an interrupted process left, removed by the next writer (which holds
 // the lock alone): temporaries, and archives of backups that were pending
 // (never acknowledged). A pending removal stays: CompletePending finishes it.
@@ -145,7 +154,7 @@ Status Repository::CleanUp() {
   }
   if (auto top = env_->ListDir(dir_)) {
     for (const std::string& n : *top) {
-      if (n.rfind("catalog.tmp.", 0) == 0) {
+      if (IsCatalogTemporary(n)) {
         STRATA_RETURN_IF_ERROR(env_->Remove(dir_ + "/" + n));
         notes_.push_back("removed " + n + ", left by an interrupted catalog update");
       }

@@ -131,6 +131,12 @@ class Repository {
   // Names in archives/ that look like archives (ID.sar) but no entry names.
   Result<std::vector<std::string>> Orphans() const;
 
+  // Whether `name`, in the repository's top directory, is a temporary of an
+  // atomic catalog write that a killed process left: "catalog.tmp.*" (a
+  // catalog update) or "catalog.replaced-<seconds>.tmp.*" (the copy of the
+  // old catalog `strata repair --apply` keeps).
+  static bool IsCatalogTemporary(const std::string& name);
+
   static CatalogEntry EntryFor(const ArchiveReader& a);
 
  private:
