@@ -122,8 +122,9 @@ class Repository {
   Status Abandon(const ArchiveId& id);
   // Replaces the entry with e.id (atomically).
   Status Replace(const CatalogEntry& e);
-  // Removes an entry (and a pending removal of it) from the catalog, then
-  // its archive file.
+  // Removes an entry from the catalog (keeping a journaled removal of it),
+  // then its archive file, then the journal line. Also finishes a journaled
+  // removal whose entry is already gone (a crash between those steps).
   Status Remove(const ArchiveId& id);
   // Replaces the whole catalog (strata repair); no operation stays pending.
   Status Rewrite(std::vector<CatalogEntry> entries);
