@@ -18,7 +18,7 @@ seed=${3:-1}
 bin=build/release/tests/chain_model_test
 [ -x "$bin" ] || { echo "build first: cmake --build build/release --target chain_model_test strata" >&2; exit 1; }
 # Run against a copy of the tools, so rebuilding meanwhile does not disturb it.
-tools=$(mktemp -d)
+tools=$(mktemp -d -p "$PWD/build")
 trap 'rm -rf "$tools"' EXIT
 cp build/release/tools/strata build/release/tools/extent-dump "$tools/"
 cp "$bin" "$tools/chain_model_test"

@@ -8,7 +8,7 @@
 #include <random>
 #include <vector>
 
-#include "extents/extent_set.h"
+#include "strata/extent_set.h"
 
 namespace strata {
 namespace {

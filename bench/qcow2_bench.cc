@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "formats/qcow2/qcow2_image.h"
+#include "strata/qcow2_image.h"
 
 namespace {
 

@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/quiesce/quiesce.h"
-#include "engine/quiesce/resolve.h"
+#include "strata/quiesce.h"
+#include "strata/quiesce_resolve.h"
 
 namespace {
 

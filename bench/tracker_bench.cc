@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/tracker/tracker.h"
+#include "strata/tracker.h"
 
 namespace strata {
 namespace {

@@ -10,10 +10,10 @@
 #include <new>
 #include <string>
 
-#include "engine/backup/jobs.h"
-#include "engine/tracker/tracker.h"
-#include "formats/open_image.h"
-#include "formats/qcow2/qcow2_image.h"
+#include "strata/jobs.h"
+#include "strata/tracker.h"
+#include "strata/open_image.h"
+#include "strata/qcow2_image.h"
 
 struct strata_image {
   std::unique_ptr<strata::Image> image;

@@ -1,4 +1,4 @@
-#include "extents/checksum.h"
+#include "strata/checksum.h"
 
 // The header-only form: Debian's shared libxxhash exports an SSE2 build of
 // XXH3 (~19 GB/s); inlining lets the compiler use the build's target flags.

@@ -1,4 +1,4 @@
-#include "extents/extent_set.h"
+#include "strata/extent_set.h"
 
 #include <roaring/roaring.h>
 

@@ -4,9 +4,9 @@
 #include <cstring>
 #include <string>
 
-#include "extents/checksum.h"
+#include "strata/checksum.h"
 #include "extents/endian.h"
-#include "extents/extent_set.h"
+#include "strata/extent_set.h"
 
 namespace strata {
 

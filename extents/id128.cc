@@ -1,4 +1,4 @@
-#include "extents/id128.h"
+#include "strata/id128.h"
 
 #include <sys/random.h>
 

@@ -1,4 +1,4 @@
-#include "extents/status.h"
+#include "strata/status.h"
 
 #include <cerrno>
 #include <cstring>

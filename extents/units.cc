@@ -1,4 +1,4 @@
-#include "extents/units.h"
+#include "strata/units.h"
 
 #include <bit>
 #include <cstdio>

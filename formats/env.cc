@@ -1,4 +1,4 @@
-#include "formats/env.h"
+#include "strata/env.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -13,7 +13,7 @@
 #include <set>
 #include <thread>
 
-#include "extents/id128.h"
+#include "strata/id128.h"
 
 namespace strata {
 

@@ -1,4 +1,4 @@
-#include "formats/file.h"
+#include "strata/file.h"
 
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -12,7 +12,7 @@
 #include <random>
 
 #include "extents/endian.h"
-#include "formats/env.h"
+#include "strata/env.h"
 
 namespace strata {
 
@@ -244,6 +244,57 @@ Status FaultFile::Crash() {
   undo_.clear();
   have_size_ = false;
   return Status::Ok();
+}
+
+// ---- opening disk images ----
+
+const char* FileTypeName(unsigned mode) {
+  if (S_ISREG(mode)) return "regular file";
+  if (S_ISBLK(mode)) return "block device";
+  if (S_ISCHR(mode)) return "character device";
+  if (S_ISFIFO(mode)) return "FIFO";
+  if (S_ISSOCK(mode)) return "socket";
+  if (S_ISDIR(mode)) return "directory";
+  if (S_ISLNK(mode)) return "symbolic link";
+  return "special file";
+}
+
+Result<std::unique_ptr<File>> OpenDiskFile(const std::string& path, bool regular_only,
+                                           bool no_follow) {
+  const char* want = regular_only ? "regular files" : "regular files or block devices";
+  auto refuse = [&](unsigned mode) {
+    return Status::InvalidArgument(path + ": not a disk image: it is a " + FileTypeName(mode) +
+                                   " (images must be " + want + ")");
+  };
+  // O_NONBLOCK: opening a FIFO without a writer would otherwise block forever.
+  int fd = ::open(path.c_str(),
+                  O_RDONLY | O_NONBLOCK | O_CLOEXEC | (no_follow ? O_NOFOLLOW : 0));
+  if (fd < 0) {
+    int err = errno;
+    struct stat st;
+    // A socket cannot be opened (ENXIO); a symlink with O_NOFOLLOW is ELOOP.
+    if ((err == ENXIO || err == ELOOP) && ::lstat(path.c_str(), &st) == 0) {
+      return refuse(st.st_mode);
+    }
+    return Status::FromErrno(err, path);
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    int err = errno;
+    ::close(fd);
+    return Status::FromErrno(err, path + ": fstat");
+  }
+  if (!S_ISREG(st.st_mode) && (regular_only || !S_ISBLK(st.st_mode))) {
+    ::close(fd);
+    return refuse(st.st_mode);
+  }
+  int fl = ::fcntl(fd, F_GETFL);
+  if (fl < 0 || ::fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+    int err = errno;
+    ::close(fd);
+    return Status::FromErrno(err, path + ": clearing O_NONBLOCK");
+  }
+  return std::unique_ptr<File>(new PosixFile(path, fd));
 }
 
 // ---- whole-file helpers ----

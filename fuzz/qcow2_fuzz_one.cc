@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "formats/qcow2/qcow2_image.h"
+#include "strata/qcow2_image.h"
 
 namespace strata::fuzz {
 

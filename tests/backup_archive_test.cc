@@ -6,8 +6,9 @@
 #include <filesystem>
 #include <random>
 
-#include "engine/backup/archive.h"
-#include "engine/backup/pipeline.h"
+#include "strata/archive.h"
+#include "engine/backup/archive_writer.h"
+#include "strata/pipeline.h"
 #include "tests/test_util.h"
 
 namespace strata {

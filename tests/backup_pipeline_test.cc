@@ -8,9 +8,9 @@
 #include <filesystem>
 #include <random>
 
-#include "engine/backup/pipeline.h"
-#include "formats/env.h"
-#include "formats/open_image.h"
+#include "strata/pipeline.h"
+#include "strata/env.h"
+#include "strata/open_image.h"
 #include "formats/raw/raw_image.h"
 #include "tests/test_util.h"
 

@@ -36,8 +36,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/tracker/tracker.h"
-#include "extents/id128.h"
+#include "strata/tracker.h"
+#include "strata/id128.h"
 #include "tests/test_util.h"
 
 namespace strata {
@@ -488,7 +488,24 @@ class History {
       }
       case kBackupSinceSnapshot: {
         if (!qcow2 || d.snapshots.empty()) return "";
-        const std::string& from = d.snapshots[op.b % d.snapshots.size()];
+        if (op.b % 3 == 0) {  // start a snapshot chain: a full backup of a snapshot's view
+          const std::string& s0 = d.snapshots[op.c % d.snapshots.size()];
+          return TakeBackup(di, "--full --snapshot " + s0, true, d.snapshot_content[s0]);
+        }
+        // Prefer a start snapshot some backup ends at (the model knows it must work then).
+        std::vector<std::string> ends;
+        for (const std::string& sn : d.snapshots) {
+          if (Latest(di, [&](const Made& b) {
+                return b.end.is_object() && b.end["kind"] == "qcow2-snapshot" && b.end["name"] == sn;
+              })) {
+            ends.push_back(sn);
+          }
+        }
+        const std::string from = !ends.empty() && op.b % 4 != 1 ? ends[op.b % ends.size()]
+                                                                : d.snapshots[op.b % d.snapshots.size()];
+        const Made* p = Latest(di, [&](const Made& b) {
+          return b.end.is_object() && b.end["kind"] == "qcow2-snapshot" && b.end["name"] == from;
+        });
         std::string args = "--since-snapshot " + from;
         Bytes expected = d.content;
         if (op.c % 2) {
@@ -496,7 +513,8 @@ class History {
           args += " --snapshot " + to;
           expected = d.snapshot_content[to];
         }
-        return TakeBackup(di, args, false, expected);
+        bool must = p && p->content->size() == expected.size();
+        return TakeBackup(di, args, must, expected);
       }
       case kBackupExplicitParent: {
         if (backups_.empty()) return "";
@@ -603,7 +621,7 @@ std::vector<Op> Generate(uint64_t seed, size_t steps) {
       {kWrite, 24},         {kCheckpoint, 4},        {kTrackerRemove, 3},      {kTrackerReinit, 2},
       {kResize, 3},         {kQemuCrash, 3},         {kSnapshotCreate, 4},     {kSnapshotDelete, 2},
       {kBackupFull, 7},     {kBackupScan, 6},        {kBackupTracker, 14},     {kBackupTrackerSince, 3},
-      {kBackupBitmap, 8},   {kBackupSinceSnapshot, 4}, {kBackupExplicitParent, 2}, {kMergeRemove, 4},
+      {kBackupBitmap, 8},   {kBackupSinceSnapshot, 8}, {kBackupExplicitParent, 2}, {kMergeRemove, 4},
       {kMergeFold, 3},      {kMergeSynthetic, 3},    {kVerify, 1}};
   int total = 0;
   for (auto& w : kWeights) total += w.second;

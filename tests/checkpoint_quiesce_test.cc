@@ -55,10 +55,18 @@ TEST(CheckpointQuiesce, FreezesChecksAndThaws) {
   EXPECT_EQ(self.exit_code, 1);
   EXPECT_NE(self.err.find(fs.mnt()), std::string::npos) << self.err;
   EXPECT_EQ(RunCommand("timeout 10 sh -c 'echo z > " + fs.mnt() + "/self'").exit_code, 0);
-  // Both quiesced checkpoints exist.
+  // Both checkpoints exist, and the tracker recorded each window's verdict
+  // (issue 17): cp1 quiesced, cp2 not (its window expired).
   std::string list = RunOk(S("tracker list --json --tracker " + ShellQuote(trk)));
-  EXPECT_NE(list.find("\"cp1\""), std::string::npos);
-  EXPECT_NE(list.find("\"cp2\""), std::string::npos);
+  auto entry = [&](const std::string& name) {
+    size_t at = list.find("\"" + name + "\"");
+    return at == std::string::npos ? std::string() : list.substr(at, list.find('}', at) - at);
+  };
+  EXPECT_NE(entry("cp1").find("\"quiesced\": true"), std::string::npos) << list;
+  EXPECT_NE(entry("cp2").find("\"quiesced\": false"), std::string::npos) << list;
+  std::string human = RunOk(S("tracker list --tracker " + ShellQuote(trk)));
+  EXPECT_NE(human.find("cp1"), std::string::npos);
+  EXPECT_NE(human.substr(human.find("cp1")).find("yes"), std::string::npos) << human;
   EXPECT_EQ(RunCommand(S("checkpoint --tracker " + ShellQuote(trk) + " cp3 --exec true")).exit_code, 2);
 }
 
@@ -83,6 +91,8 @@ TEST(CheckpointQuiesce, BackupTakesItsCheckpointFrozen) {
   EXPECT_EQ(RunCommand("timeout 10 sh -c 'echo x > " + fs.mnt() + "/after'").exit_code, 0);
   std::string list = RunOk(S("list" + R));
   EXPECT_NE(list.find("(quiesced)"), std::string::npos) << list;
+  std::string cps = RunOk(S("tracker list --json" + T));
+  EXPECT_NE(cps.find("\"quiesced\": true"), std::string::npos) << cps;
   // --quiesce needs an end point to take inside the window.
   EXPECT_EQ(RunCommand(S("backup" + R + "--scan" + Q + ShellQuote(disk))).exit_code, 2);
 }

@@ -26,3 +26,7 @@ target_link_libraries(capi_test PRIVATE strata_capi)
 set_target_properties(capi_test PROPERTIES LINKER_LANGUAGE CXX)
 add_test(NAME capi COMMAND sh -c "d=$(mktemp -d) && $<TARGET_FILE:capi_test> $d; rc=$?; rm -rf $d; exit $rc")
 set_tests_properties(capi PROPERTIES LABELS unit)
+# Issue 12: the installed tree, used by a C (pkg-config) and a C++
+# (find_package) program with no path but the prefix.
+add_test(NAME install COMMAND ${PROJECT_SOURCE_DIR}/tests/install_test.sh ${PROJECT_BINARY_DIR} ${PROJECT_SOURCE_DIR})
+set_tests_properties(install PROPERTIES LABELS system)

@@ -1,6 +1,6 @@
-// Env (formats/env.h): the POSIX Env's permissions and locks, and FaultEnv's
+// Env (include/strata/env.h): the POSIX Env's permissions and locks, and FaultEnv's
 // model of what survives a power cut, which the power-cut tests rely on.
-#include "formats/env.h"
+#include "strata/env.h"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>

@@ -7,7 +7,7 @@
 
 #include <random>
 
-#include "extents/extent_set.h"
+#include "strata/extent_set.h"
 #include "tests/test_util.h"
 
 namespace strata {

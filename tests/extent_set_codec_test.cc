@@ -5,9 +5,9 @@
 #include <string>
 #include <vector>
 
-#include "extents/checksum.h"
+#include "strata/checksum.h"
 #include "extents/endian.h"
-#include "extents/extent_set.h"
+#include "strata/extent_set.h"
 #include "tests/test_util.h"
 
 namespace strata {

@@ -1,5 +1,5 @@
 // ExtentSet against a naive std::vector<bool> model, plus edge cases.
-#include "extents/extent_set.h"
+#include "strata/extent_set.h"
 
 #include <gtest/gtest.h>
 

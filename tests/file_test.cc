@@ -1,6 +1,6 @@
 // The I/O seam: MemFile, FaultFile (injected failures, simulated crash) and
 // atomic whole-file writes.
-#include "formats/file.h"
+#include "strata/file.h"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>

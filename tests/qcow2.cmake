@@ -17,3 +17,15 @@ strata_test(qcow2_codec_test SOURCES qcow2_codec_test.cc LINKS strata_qcow2 stra
 # The fuzz target's body and (with clang) the libFuzzer binary.
 add_subdirectory(${PROJECT_SOURCE_DIR}/fuzz ${PROJECT_BINARY_DIR}/fuzz)
 strata_test(qcow2_fuzz_replay_test SOURCES qcow2_fuzz_replay_test.cc LINKS strata_qcow2_fuzz_one)
+# Random differential testing against QEMU (issue 13): random sequences of
+# qemu-img / qemu-io operations, every answer compared with QEMU's. Label
+# "qemu": it shells out heavily (release suite only; test.sh runs every label
+# there). Long runs: bench/qcow2_differential.sh.
+strata_test(qcow2_differential_test SOURCES qcow2_differential_test.cc
+  LINKS strata_image_open strata_qcow2 strata_extents LABEL qemu)
+add_dependencies(qcow2_differential_test extent-dump)
+# Named regressions for what the differential test found, external data
+# files, and the rules on which files opening an image may touch.
+strata_test(qcow2_regression_test SOURCES qcow2_regression_test.cc
+  LINKS strata_image_open strata_qcow2 strata_extents)
+add_dependencies(qcow2_regression_test extent-dump strata)

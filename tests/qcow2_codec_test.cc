@@ -7,7 +7,7 @@
 
 #include "extents/endian.h"
 #include "formats/qcow2/qcow2_format.h"
-#include "formats/qcow2/qcow2_image.h"
+#include "strata/qcow2_image.h"
 #include "tests/test_util.h"
 
 namespace strata {

@@ -8,9 +8,9 @@
 #include <functional>
 
 #include "extents/endian.h"
-#include "formats/open_image.h"
+#include "strata/open_image.h"
 #include "formats/qcow2/qcow2_format.h"
-#include "formats/qcow2/qcow2_image.h"
+#include "strata/qcow2_image.h"
 #include "tests/test_util.h"
 
 namespace strata {

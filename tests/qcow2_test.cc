@@ -8,8 +8,8 @@
 #include <random>
 #include <regex>
 
-#include "formats/open_image.h"
-#include "formats/qcow2/qcow2_image.h"
+#include "strata/open_image.h"
+#include "strata/qcow2_image.h"
 #include "tests/test_util.h"
 
 namespace strata {

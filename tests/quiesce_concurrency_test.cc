@@ -14,7 +14,7 @@
 #include <random>
 #include <thread>
 
-#include "engine/quiesce/quiesce.h"
+#include "strata/quiesce.h"
 #include "tests/quiesce_fake_system.h"
 #include "tests/test_util.h"
 

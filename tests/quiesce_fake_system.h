@@ -11,7 +11,7 @@
 #include <fstream>
 #include <string>
 
-#include "engine/quiesce/quiesce.h"
+#include "strata/quiesce.h"
 #include "tests/test_util.h"
 
 namespace strata::quiesce {

@@ -21,7 +21,7 @@
 #include <string>
 #include <thread>
 
-#include "engine/quiesce/quiesce.h"
+#include "strata/quiesce.h"
 #include "tests/test_util.h"
 
 namespace strata::quiesce {

@@ -26,7 +26,7 @@
 #include <random>
 #include <thread>
 
-#include "engine/quiesce/quiesce.h"
+#include "strata/quiesce.h"
 #include "tests/quiesce_loop_mount.h"
 #include "tests/test_util.h"
 

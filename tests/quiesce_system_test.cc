@@ -24,7 +24,7 @@
 #include <thread>
 
 #include "engine/quiesce/qga.h"
-#include "engine/quiesce/quiesce.h"
+#include "strata/quiesce.h"
 #include "tests/quiesce_loop_mount.h"
 #include "tests/test_util.h"
 

@@ -1,7 +1,7 @@
 // Unit tests for the quiesce coordinator with the fake backend: the exact
 // handle/counting sequences of issue 6, deadlines, safety refusals, hooks,
 // target resolution over a fake sysfs tree, and a random model check.
-#include "engine/quiesce/quiesce.h"
+#include "strata/quiesce.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -22,7 +22,7 @@
 #include "engine/quiesce/hooks.h"
 #include "engine/quiesce/journal.h"
 #include "engine/quiesce/process.h"
-#include "engine/quiesce/resolve.h"
+#include "strata/quiesce_resolve.h"
 #include "tests/quiesce_fake_system.h"
 #include "tests/test_util.h"
 

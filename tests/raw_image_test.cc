@@ -7,7 +7,7 @@
 
 #include <random>
 
-#include "formats/open_image.h"
+#include "strata/open_image.h"
 #include "tests/test_util.h"
 
 namespace strata {

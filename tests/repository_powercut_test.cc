@@ -21,8 +21,8 @@
 #include <map>
 #include <random>
 
-#include "engine/backup/jobs.h"
-#include "formats/env.h"
+#include "strata/jobs.h"
+#include "strata/env.h"
 #include "tests/test_util.h"
 
 namespace strata {

@@ -25,3 +25,5 @@ add_test(NAME tracker_c_api COMMAND tracker_c_test)
 set_tests_properties(tracker_c_api PROPERTIES LABELS unit)
 strata_test(tracker_cli_test SOURCES tracker_cli_test.cc LINKS strata_extents LABEL system)
 add_dependencies(tracker_cli_test strata extent-dump)
+# Power loss (issue 11): the tracker over FaultEnv, cut at random calls.
+strata_test(tracker_power_test SOURCES tracker_power_test.cc LINKS strata_tracker)

@@ -2,6 +2,8 @@
 // exact JSON output, exit codes and error messages.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include "tests/test_util.h"
 
 namespace strata {
@@ -39,6 +41,9 @@ TEST_F(TrackerCliTest, EndToEndJson) {
   EXPECT_EQ(RunOk(D(T() + " --since second --json")), "[{\"start\": 0, \"length\": 4096}]\n");
   std::string list = RunOk(S("tracker list " + T() + " --json"));
   EXPECT_NE(list.find("\"clean_shutdown\": true"), std::string::npos) << list;
+  EXPECT_NE(list.find("\"generation_unknown\": false, \"quiesced\": false}"), std::string::npos) << list;
+  std::string human = RunOk(S("tracker list " + T()));
+  EXPECT_NE(human.find("quiesced"), std::string::npos) << human;
   EXPECT_LT(list.find("\"base\""), list.find("\"second\"")) << list;
   EXPECT_EQ(RunOk(S("tracker remove " + T() + " second --json")), "{\"removed\": \"second\"}\n");
   // Removal keeps the answer for the remaining checkpoint.
@@ -53,6 +58,24 @@ TEST_F(TrackerCliTest, EndToEndJson) {
 TEST_F(TrackerCliTest, ErrorsAndExitCodes) {
   auto r = RunCommand(S("tracker init " + T()));
   EXPECT_EQ(r.exit_code, 2);
+  // Usage errors exit 2 and create nothing (issue 11): a zero-sized disk,
+  // sizes and granularities that are not sizes, flags that do nothing for
+  // the subcommand, missing or extra operands.
+  for (const std::string& bad : std::vector<std::string>{
+           "tracker init " + T() + " --size 0", "tracker init " + T() + " --size 1M --granularity 3000",
+        "tracker init " + T() + " --size lots", "tracker init " + T() + " --size 1M extra",
+        "tracker list " + T() + " --size 1M", "tracker mark " + T() + " 0 1 --granularity 4K",
+        "tracker remove " + T() + " a --no-intent-log", "tracker resize " + T() + " --size 0",
+        "tracker resize " + T() + " --size 1M extra", "tracker mark " + T() + " zero 1",
+        "tracker mark " + T() + " 0", "tracker remove " + T(), "tracker list " + T() + " x",
+        "tracker frobnicate " + T(), "tracker list", "checkpoint " + T(), "checkpoint " + T() + " ''",
+        "checkpoint " + T() + " a b", "checkpoint " + T() + " a --exec true",
+        "checkpoint " + T() + " a --bogus"}) {
+    r = RunCommand(S(bad));
+    EXPECT_EQ(r.exit_code, 2) << bad << "\n" << r.err;
+    EXPECT_FALSE(r.err.empty()) << bad;
+  }
+  EXPECT_FALSE(std::filesystem::exists(tmp_.File("st"))) << "a refused init created the directory";
   RunOk(S("tracker init " + T() + " --size 1M"));
   r = RunCommand(S("tracker init " + T() + " --size 1M"));
   EXPECT_EQ(r.exit_code, 1);

@@ -17,7 +17,7 @@
 #include <thread>
 #include <vector>
 
-#include "engine/tracker/tracker.h"
+#include "strata/tracker.h"
 #include "tests/test_util.h"
 
 namespace strata {

@@ -11,7 +11,7 @@
 #include <random>
 #include <string>
 
-#include "engine/tracker/tracker.h"
+#include "strata/tracker.h"
 #include "extents/endian.h"
 
 int main(int argc, char** argv) {

@@ -12,7 +12,7 @@
 #include <random>
 #include <thread>
 
-#include "engine/tracker/tracker.h"
+#include "strata/tracker.h"
 #include "extents/endian.h"
 #include "tests/test_util.h"
 

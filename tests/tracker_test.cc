@@ -2,10 +2,11 @@
 // model, persistence round trips, recovery from a copied (crashed) state
 // directory, corruption of every state file, and the DenseBitmap and
 // state codecs.
-#include "engine/tracker/tracker.h"
+#include "strata/tracker.h"
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <random>
@@ -14,7 +15,7 @@
 
 #include "engine/tracker/dense_bitmap.h"
 #include "engine/tracker/state_format.h"
-#include "engine/tracker/tracked_device.h"
+#include "strata/tracked_device.h"
 #include "tests/test_util.h"
 
 namespace strata {
@@ -126,6 +127,13 @@ TEST(TrackerTest, Errors) {
   bad.disk_size = 1 << 20;
   bad.granularity_bytes = 3000;
   EXPECT_EQ(Tracker::Create(tmp.File("bad"), bad).error().code(), StatusCode::kInvalidArgument);
+  // A disk has at least one byte: refused before anything is created.
+  EXPECT_EQ(Tracker::Create(tmp.File("zero"), TrackerOptions{.disk_size = 0}).error().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_FALSE(fs::exists(tmp.File("zero")));
+  auto r = MustCreate(tmp.File("r"), 1 << 20);
+  EXPECT_EQ(r->Resize(0).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(r->disk_size(), 1u << 20);
 }
 
 // The history model: every write with the logical time it happened; a
@@ -454,6 +462,85 @@ TEST(TrackerTest, ReadOnlyOpenWritesNothing) {
   EXPECT_EQ(before, DirContents(tmp.File("st")));
 }
 
+// Issue 17: whether a checkpoint was quiesced is recorded after the fact
+// (the freeze window's verdict is known after the thaw), persisted as entry
+// flag bit 1, and kept by every later rewrite of the manifest.
+TEST(TrackerTest, QuiescedFlagIsPersisted) {
+  TempDir tmp;
+  const std::string d = tmp.File("st");
+  auto t = MustCreate(d, 1 << 20);
+  ASSERT_TRUE(t);
+  ASSERT_TRUE(t->Checkpoint("a").has_value());
+  ASSERT_TRUE(t->Mark(0, 4096).ok());
+  auto b = t->Checkpoint("b");
+  ASSERT_TRUE(b.has_value());
+  EXPECT_FALSE(b->quiesced);
+  ASSERT_TRUE(t->Checkpoint("c").has_value());
+  ASSERT_TRUE(t->SetQuiesced("b", true).ok());
+  ASSERT_TRUE(t->SetQuiesced("c", true).ok());
+  ASSERT_TRUE(t->SetQuiesced("c", false).ok());
+  EXPECT_EQ(t->SetQuiesced("nope", true).code(), StatusCode::kNotFound);
+  auto list = t->List();
+  EXPECT_FALSE(list[0].quiesced);
+  EXPECT_TRUE(list[1].quiesced);
+  EXPECT_FALSE(list[2].quiesced);
+  // On disk: entry flag bit 1 of "b" only.
+  auto m = tracker_internal::DecodeManifest(testing::ReadFileBytes(d + "/MANIFEST"), "M");
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->checkpoints[1].flags, tracker_internal::kEntryQuiesced);
+  EXPECT_EQ(m->checkpoints[2].flags, 0u);
+  // Kept by a removal that merges into it, a resize, a crash and a reopen.
+  ASSERT_TRUE(t->Remove("a").ok());
+  ASSERT_TRUE(t->Resize(2 << 20).ok());
+  CopyDir(d, tmp.File("crashed"));
+  ASSERT_TRUE(t->Close().ok());
+  for (const std::string& dir : {d, tmp.File("crashed")}) {
+    auto r = MustOpen(dir);
+    ASSERT_TRUE(r);
+    list = r->List();
+    ASSERT_EQ(list.size(), 2u);
+    EXPECT_EQ(list[0].name, "b");
+    EXPECT_TRUE(list[0].quiesced) << dir;
+    EXPECT_FALSE(list[1].quiesced) << dir;
+    auto since = r->ChangedSince("b");
+    ASSERT_TRUE(since.has_value()) << since.error().ToString();
+  }
+  OpenOptions ro;
+  ro.read_only = true;
+  EXPECT_EQ(MustOpen(d, ro)->SetQuiesced("b", false).code(), StatusCode::kInvalidArgument);
+}
+
+// Killed operations leave WriteFileAtomic temporaries; the next read-write
+// opener (holding the exclusive lock) removes those that are provably its
+// own kind and nothing else. A read-only open removes nothing.
+TEST(TrackerTest, ReadWriteOpenRemovesOwnLeftoverTemporaries) {
+  TempDir tmp;
+  const std::string d = tmp.File("st");
+  auto t = MustCreate(d, 1 << 20);
+  ASSERT_TRUE(t);
+  ASSERT_TRUE(t->Checkpoint("a").has_value());
+  ASSERT_TRUE(t->Close().ok());
+  const std::vector<std::string> ours = {
+      "MANIFEST.tmp.0123456789ab", "gen-0000000000000002.xset.tmp.a1b2c3d4e5f6",
+      "active-0000000000000007.xset.tmp.12345.987654321", "intent-0000000000000009.log.tmp.ffffffffffff"};
+  const std::vector<std::string> foreign = {
+      "MANIFEST.tmp.0123456789AB", "MANIFEST.tmp.short", "notes.tmp.0123456789ab",
+      "gen-2.xset.tmp.0123456789ab", "MANIFEST.bak", "active-0000000000000007.xset.tmp.1x.2"};
+  for (const auto& n : ours) testing::WriteFileBytes(d + "/" + n, {1, 2, 3});
+  for (const auto& n : foreign) testing::WriteFileBytes(d + "/" + n, {4});
+  for (const auto& n : ours) EXPECT_TRUE(tracker_internal::IsOwnTemporaryName(n)) << n;
+  for (const auto& n : foreign) EXPECT_FALSE(tracker_internal::IsOwnTemporaryName(n)) << n;
+  OpenOptions ro;
+  ro.read_only = true;
+  ASSERT_TRUE(MustOpen(d, ro));
+  for (const auto& n : ours) EXPECT_TRUE(fs::exists(d + "/" + n)) << n;
+  auto rw = MustOpen(d);
+  ASSERT_TRUE(rw);
+  for (const auto& n : ours) EXPECT_FALSE(fs::exists(d + "/" + n)) << n;
+  for (const auto& n : foreign) EXPECT_TRUE(fs::exists(d + "/" + n)) << n;
+  EXPECT_TRUE(rw->ChangedSince("a").has_value());
+}
+
 // Builds a state with two sealed generations, an active file and (in the
 // copy) intent logs, then corrupts each file in turn.
 class CorruptionTest : public ::testing::Test {
@@ -580,6 +667,7 @@ TEST_F(CorruptionTest, ActiveFileMakesActiveUnknown) {
 }
 
 TEST_F(CorruptionTest, IntentLogCorruptionMakesActiveUnknown) {
+  namespace ti = tracker_internal;
   std::string dir = tmp_.File("st");
   {
     auto t = MustOpen(dir);
@@ -592,45 +680,179 @@ TEST_F(CorruptionTest, IntentLogCorruptionMakesActiveUnknown) {
   std::string log = FileMatching(cdir, "intent-");
   ASSERT_FALSE(log.empty());
   auto orig = testing::ReadFileBytes(cdir + "/" + log);
-  ASSERT_EQ(orig.size(), tracker_internal::kIntentHeaderSize + 2 * tracker_internal::kIntentRecordSize);
+  // 1 MiB at 64 KiB regions: 16 regions, so the log is preallocated to 16
+  // sectors; the two marks are two commits (sectors 1 and 2).
+  ASSERT_EQ(orig.size(), 16u * ti::kIntentSectorSize);
   OpenOptions ro;
   ro.read_only = true;
   {
     auto t = MustOpen(cdir, ro);  // intact: both regions recovered
     ASSERT_TRUE(t);
+    EXPECT_FALSE(t->recovery().active_unknown);
     EXPECT_EQ(t->recovery().intent_regions, 2u);
   }
-  // Header flips and a bad first record followed by a valid one: corrupt.
-  for (size_t i : {size_t{0}, size_t{9}, size_t{30}, size_t{47}, size_t{48}, size_t{60}}) {
+  auto expect_unknown = [&](const std::vector<uint8_t>& bytes, const std::string& what) {
+    testing::WriteFileBytes(cdir + "/" + log, bytes);
+    auto t = MustOpen(cdir, ro);
+    ASSERT_TRUE(t);
+    EXPECT_TRUE(t->recovery().active_unknown) << what;
+    auto since = t->ChangedSince("c");
+    ASSERT_FALSE(since.has_value()) << what;
+    EXPECT_EQ(since.error().code(), StatusCode::kUnknownState);
+    EXPECT_NE(since.error().message().find(log), std::string::npos) << since.error().message();
+  };
+  // Header flips, flips in a commit and in the never-written area.
+  for (size_t i : {size_t{0}, size_t{9}, size_t{30}, size_t{47}, size_t{511}, size_t{512}, size_t{1100},
+                   size_t{1535}, size_t{1536}, orig.size() - 1}) {
     auto bad = orig;
     bad[i] ^= 0x10;
-    testing::WriteFileBytes(cdir + "/" + log, bad);
-    auto t = MustOpen(cdir, ro);
-    ASSERT_TRUE(t);
-    EXPECT_TRUE(t->recovery().active_unknown) << "flip at " << i;
-    auto since = t->ChangedSince("c");
-    ASSERT_FALSE(since.has_value());
-    EXPECT_NE(since.error().message().find(log), std::string::npos);
+    expect_unknown(bad, "flip at " + std::to_string(i));
   }
-  // A log cut before its header was synced was never in use: nothing to
-  // replay, and not an error (the crash test hit this case).
-  for (size_t n : {size_t{0}, size_t{20}, size_t{tracker_internal::kIntentHeaderSize}}) {
-    auto cut = std::vector<uint8_t>(orig.begin(), orig.begin() + static_cast<long>(n));
-    if (n == tracker_internal::kIntentHeaderSize) cut[45] ^= 1;
-    testing::WriteFileBytes(cdir + "/" + log, cut);
-    auto t = MustOpen(cdir, ro);
-    ASSERT_TRUE(t);
-    EXPECT_FALSE(t->recovery().active_unknown) << n;
-    EXPECT_EQ(t->recovery().intent_regions, 0u);
+  // Truncation below the recorded capacity, however short: the log was
+  // published whole, so a short file is damage, not "never in use".
+  for (size_t n : {size_t{0}, size_t{20}, size_t{511}, size_t{512}, size_t{1024}, orig.size() - 1}) {
+    expect_unknown(std::vector<uint8_t>(orig.begin(), orig.begin() + static_cast<long>(n)),
+                   "truncated to " + std::to_string(n));
   }
-  // A torn last record is dropped (its fsync never completed).
+  // The first commit zeroed while the second is intact: damage.
+  auto hole = orig;
+  std::fill(hole.begin() + 512, hole.begin() + 1024, 0);
+  expect_unknown(hole, "zeroed first commit");
+  // The last commit never written (all zero): a torn commit, whose marks
+  // were never acknowledged. The rest is recovered.
   auto torn = orig;
-  torn[orig.size() - 1] ^= 0x10;
+  std::fill(torn.begin() + 1024, torn.begin() + 1536, 0);
   testing::WriteFileBytes(cdir + "/" + log, torn);
+  {
+    auto t = MustOpen(cdir, ro);
+    ASSERT_TRUE(t);
+    EXPECT_FALSE(t->recovery().active_unknown);
+    EXPECT_EQ(t->recovery().intent_regions, 1u);
+  }
+  // Zeros past the capacity (an extension whose header update was cut off)
+  // are fine; anything else there is damage.
+  auto longer = orig;
+  longer.resize(orig.size() + 4096, 0);
+  testing::WriteFileBytes(cdir + "/" + log, longer);
+  EXPECT_FALSE(MustOpen(cdir, ro)->recovery().active_unknown);
+  longer[orig.size() + 100] = 1;
+  expect_unknown(longer, "non-zero past capacity");
+  // A version-1 log (before issue 11) after an unclean shutdown cannot be
+  // read safely: unknown, saying why.
+  std::vector<uint8_t> v1(48, 0);
+  std::memcpy(v1.data(), ti::kIntentMagic, 8);
+  v1[8] = 1;
+  expect_unknown(v1, "version 1");
   auto t = MustOpen(cdir, ro);
-  ASSERT_TRUE(t);
-  EXPECT_FALSE(t->recovery().active_unknown);
-  EXPECT_EQ(t->recovery().intent_regions, 1u);
+  EXPECT_NE(t->recovery().problems[0].find("version 1 cannot tell a torn record"), std::string::npos)
+      << t->recovery().problems[0];
+}
+
+// Issue 11: a damaged intent log must never make acknowledged marks vanish.
+// A tracker marks random ranges (each acknowledged), the power is cut, and
+// then every byte of its intent log is flipped (two patterns) and the log is
+// truncated at every length. For each variant the reopened tracker must
+// either cover every acknowledged mark or answer kUnknownState; never a
+// silently smaller set. The untouched log must recover without "unknown".
+class IntentLogDamageTest : public ::testing::Test {
+ protected:
+  static constexpr uint64_t kSize = 4 << 20;  // 64 regions of 64 KiB
+
+  void SetUp() override {
+    seed_ = testing::TestSeed();
+    std::mt19937_64 rng(seed_);
+    TrackerOptions o;
+    o.disk_size = kSize;
+    o.granularity_bytes = 4096;
+    o.intent_region_shift = 16;
+    o.env = &env_;
+    auto t = Tracker::Create("/st", o);
+    ASSERT_TRUE(t.has_value()) << t.error().ToString();
+    ASSERT_TRUE((*t)->Checkpoint("a").has_value());
+    for (int i = 0; i < 24; ++i) {
+      uint64_t off = rng() % kSize;
+      uint64_t len = 1 + rng() % std::min<uint64_t>(kSize - off, i % 6 == 0 ? 300000 : 8192);
+      ASSERT_TRUE((*t)->Mark(off, len).ok());
+      marks_.emplace_back(off, len);
+    }
+    env_.CutAfter(1);  // the power goes: nothing after this point is written
+    t->reset();
+    env_.PowerCut();
+    auto names = env_.ListDir("/st");
+    ASSERT_TRUE(names.has_value());
+    for (const auto& n : *names) {
+      if (n.rfind("intent-", 0) == 0) log_ = "/st/" + n;
+    }
+    ASSERT_FALSE(log_.empty());
+    orig_ = *env_.Contents(log_);
+  }
+
+  void Put(const std::vector<uint8_t>& bytes) {
+    auto f = env_.Open(log_, OpenMode::kCreate);
+    ASSERT_TRUE(f.has_value());
+    ASSERT_TRUE((*f)->Truncate(0).ok());
+    ASSERT_TRUE((*f)->Write(0, bytes).ok());
+    ASSERT_TRUE((*f)->Sync().ok());
+  }
+
+  // "covered", "unknown", or a failure naming the lost mark.
+  std::string Check(const std::string& what) {
+    OpenOptions ro;
+    ro.read_only = true;
+    ro.env = &env_;
+    auto t = Tracker::Open("/st", ro);
+    if (!t) return what + ": open failed: " + t.error().ToString();
+    auto since = (*t)->ChangedSince("a");
+    if (!since) {
+      if (since.error().code() == StatusCode::kUnknownState && (*t)->recovery().active_unknown) return "unknown";
+      return what + ": " + since.error().ToString();
+    }
+    for (const auto& [off, len] : marks_) {
+      if (!since->ContainsRange(off, len)) {
+        return what + ": acknowledged mark [" + std::to_string(off) + ", +" + std::to_string(len) +
+               ") lost, reported " + std::to_string(since->ByteCount()) + " bytes";
+      }
+    }
+    return "covered";
+  }
+
+  uint64_t seed_ = 0;
+  FaultEnv env_;
+  std::string log_;
+  std::vector<uint8_t> orig_;
+  std::vector<std::pair<uint64_t, uint64_t>> marks_;
+};
+
+TEST_F(IntentLogDamageTest, EveryByteFlipIsCoveredOrUnknown) {
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  ASSERT_EQ(Check("intact"), "covered");
+  int unknown = 0, covered = 0;
+  for (uint8_t pattern : {uint8_t{0x01}, uint8_t{0xff}}) {
+    for (size_t i = 0; i < orig_.size(); ++i) {
+      auto bad = orig_;
+      bad[i] ^= pattern;
+      Put(bad);
+      std::string r = Check("flip " + std::to_string(pattern) + " at byte " + std::to_string(i) + " of " +
+                            std::to_string(orig_.size()));
+      ASSERT_TRUE(r == "covered" || r == "unknown") << r;
+      (r == "unknown" ? unknown : covered)++;
+    }
+  }
+  std::printf("%zu-byte intent log, %zu marks: %d flips answered unknown, %d covered\n", orig_.size(),
+              marks_.size(), unknown, covered);
+}
+
+TEST_F(IntentLogDamageTest, EveryTruncationIsCoveredOrUnknown) {
+  SCOPED_TRACE("seed " + std::to_string(seed_));
+  int unknown = 0, covered = 0;
+  for (size_t n = 0; n < orig_.size(); ++n) {
+    Put(std::vector<uint8_t>(orig_.begin(), orig_.begin() + static_cast<long>(n)));
+    std::string r = Check("truncated to " + std::to_string(n) + " of " + std::to_string(orig_.size()));
+    ASSERT_TRUE(r == "covered" || r == "unknown") << r;
+    (r == "unknown" ? unknown : covered)++;
+  }
+  std::printf("%zu-byte intent log: %d truncations answered unknown, %d covered\n", orig_.size(), unknown,
+              covered);
 }
 
 TEST(StateFormatTest, ManifestRoundTrip) {
@@ -701,39 +923,62 @@ TEST(TrackerTest, UuidIdentifiesTheTracker) {
   EXPECT_EQ(MustOpen(d, ro)->uuid(), upgraded);
 }
 
-TEST(StateFormatTest, IntentLogTornTailAndCorruption) {
-  tracker_internal::IntentHeader h{7, 1 << 30, 26};
-  std::string log = tracker_internal::EncodeIntentHeader(h);
-  uint8_t rec[16];
-  for (uint64_t r : {3, 5, 15}) {
-    tracker_internal::EncodeIntentRecord(7, r, rec);
-    log.append(reinterpret_cast<char*>(rec), 16);
+// The intent log codec (docs/formats/tracker-state.md §4): a valid prefix
+// of commits then never-written zeros decodes; every other shape is damage.
+TEST(StateFormatTest, IntentLogSectors) {
+  namespace ti = tracker_internal;
+  constexpr size_t kS = ti::kIntentSectorSize;
+  ti::IntentHeader h{7, 1 << 30, 26, 8};  // 16 regions, capacity 8 sectors
+  std::vector<uint8_t> log = ti::EncodeIntentHeader(h);
+  ASSERT_EQ(log.size(), kS);
+  // Byte-exact header prefix (§4.5 example).
+  EXPECT_EQ(std::string(log.begin(), log.begin() + 12), std::string("STRATAIL\x02\x00\x00\x02", 12));
+  log.resize(8 * kS, 0);
+  const std::vector<std::vector<ti::IntentRange>> commits = {{{3, 1}}, {{5, 2}, {15, 1}}, {{0, 16}}};
+  for (size_t i = 0; i < commits.size(); ++i) {
+    ti::EncodeIntentSector(7, i + 1, commits[i], log.data() + (i + 1) * kS);
   }
-  auto span = [](const std::string& s) {
-    return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+  auto c = ti::DecodeIntentLog(log, "L");
+  ASSERT_TRUE(c.has_value()) << c.error().ToString();
+  EXPECT_EQ(c->commits, 3u);
+  EXPECT_EQ(c->ranges, (std::vector<ti::IntentRange>{{3, 1}, {5, 2}, {15, 1}, {0, 16}}));
+  auto corrupt_at = [](const std::vector<uint8_t>& b, const std::string& hex) {
+    auto r = ti::DecodeIntentLog(b, "L");
+    if (r) return std::string("decoded");
+    if (r.error().code() != StatusCode::kCorruption) return r.error().ToString();
+    if (r.error().message().find("L: ") != 0 || r.error().message().find(hex) == std::string::npos) {
+      return r.error().message();
+    }
+    return std::string("ok");
   };
-  auto c = tracker_internal::DecodeIntentLog(span(log), "L");
-  ASSERT_TRUE(c.has_value());
-  EXPECT_EQ(c->regions, (std::vector<uint64_t>{3, 5, 15}));
-  auto partial = log.substr(0, log.size() - 5);
-  c = tracker_internal::DecodeIntentLog(span(partial), "L");
-  ASSERT_TRUE(c.has_value());
-  EXPECT_EQ(c->regions, (std::vector<uint64_t>{3, 5}));
-  EXPECT_EQ(c->torn_tail_bytes, 11u);
-  // A record of another epoch (stale bytes) does not validate.
-  tracker_internal::EncodeIntentRecord(8, 4, rec);
-  auto stale = log + std::string(reinterpret_cast<char*>(rec), 16);
-  c = tracker_internal::DecodeIntentLog(span(stale), "L");
-  ASSERT_TRUE(c.has_value());
-  EXPECT_EQ(c->regions.size(), 3u);
-  // Region past the disk: invalid record; in the middle it is corruption.
-  auto mid = log;
-  mid[48] = 0x7f;
-  c = tracker_internal::DecodeIntentLog(span(mid), "L");
-  ASSERT_FALSE(c.has_value());
-  EXPECT_EQ(c.error().code(), StatusCode::kCorruption);
-  EXPECT_NE(c.error().message().find("L: "), std::string::npos);
-  EXPECT_NE(c.error().message().find("0x30"), std::string::npos);
+  // A commit moved to another position (sequence number) or from another
+  // epoch does not validate.
+  auto moved = log;
+  std::copy(log.begin() + 2 * kS, log.begin() + 3 * kS, moved.begin() + 4 * kS);
+  EXPECT_EQ(corrupt_at(moved, "0x800"), "ok");
+  auto other = log;
+  ti::EncodeIntentSector(8, 4, commits[0], other.data() + 4 * kS);
+  EXPECT_EQ(corrupt_at(other, "0x800"), "ok");
+  // A hole before a valid commit; a range past the disk; short files.
+  auto hole = log;
+  std::fill(hole.begin() + kS, hole.begin() + 2 * kS, 0);
+  EXPECT_EQ(corrupt_at(hole, "0x200"), "ok");
+  auto past = log;
+  ti::EncodeIntentSector(7, 4, std::vector<ti::IntentRange>{{15, 2}}, past.data() + 4 * kS);
+  EXPECT_EQ(corrupt_at(past, "0x800"), "ok");
+  EXPECT_EQ(corrupt_at(std::vector<uint8_t>(log.begin(), log.end() - 1), "0xfff"), "ok");
+  EXPECT_EQ(corrupt_at(std::vector<uint8_t>(log.begin(), log.begin() + 100), "0x64"), "ok");
+  EXPECT_EQ(corrupt_at({}, "0x0"), "ok");
+  // Capacity beyond what the disk can ever need.
+  ti::IntentHeader big = h;
+  big.capacity = 18;
+  EXPECT_EQ(corrupt_at(ti::EncodeIntentHeader(big), "0x28"), "ok");
+  // A reader of this version refuses other versions instead of guessing.
+  auto v3 = log;
+  v3[8] = 3;
+  auto r = ti::DecodeIntentLog(v3, "L");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), StatusCode::kUnsupported);
 }
 
 TEST(DenseBitmapTest, MatchesVectorModel) {

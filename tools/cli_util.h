@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "extents/extent_set.h"
-#include "extents/status.h"
+#include "strata/extent_set.h"
+#include "strata/status.h"
 
 namespace strata::cli {
 

@@ -10,11 +10,11 @@
 #include <string>
 #include <vector>
 
-#include "engine/backup/jobs.h"
-#include "engine/backup/pipeline.h"
-#include "engine/backup/repository.h"
+#include "strata/jobs.h"
+#include "strata/pipeline.h"
+#include "strata/repository.h"
 #include "extents/endian.h"
-#include "formats/open_image.h"
+#include "strata/open_image.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/quiesce_window.h"
@@ -240,6 +240,9 @@ Options:
                     --confine, --force-freeze, --state-dir as for
                     'strata checkpoint'; the freeze is journaled first)
   --format FMT      raw, qcow2 or auto (default; a known disk keeps its format)
+  --allow-backing DIR  a qcow2 image's backing and data files may lie in DIR
+                    (repeatable; default: the image's own directory only;
+                    devices and files outside are refused)
   --granularity N   block size of a full backup (default 64K; incrementals
                     take the parent's)
   --level N         zstd level (default 1)          --chunk-size N (default 1M)
@@ -255,7 +258,7 @@ int BackupMain(int argc, char** argv) {
   const char* tool = "strata backup";
   std::set<std::string> vf = {"--repo",   "--bitmap", "--since-snapshot", "--snapshot", "--tracker",
                               "--since",  "--checkpoint", "--parent",     "--format",   "--granularity",
-                              "--disk",   "--lock-wait", "--snapshot-dir"};
+                              "--disk",   "--lock-wait", "--snapshot-dir", "--allow-backing"};
   vf.insert(kPipelineFlags.begin(), kPipelineFlags.end());
   vf.insert(kQuiesceValueFlags.begin(), kQuiesceValueFlags.end());
   std::set<std::string> bf = {"--help", "--json", "--full", "--scan", "--no-direct", "--reflink"};
@@ -306,6 +309,7 @@ int BackupMain(int argc, char** argv) {
     return Usage(tool, "--format must be raw, qcow2 or auto");
   }
   req.disk_name = a->Get("--disk").value_or("");
+  req.open.allowed_dirs = a->All("--allow-backing");
   req.parent = a->Get("--parent").value_or("latest");
   if (req.parent != "latest" && !IdFromHex(req.parent) &&
       (req.parent.size() < 4 || req.parent.size() > 32 ||
@@ -370,6 +374,9 @@ int BackupMain(int argc, char** argv) {
     j["registered_buffers"] = st.registered_buffers;
     j["notice"] = st.notice;
     j["notes"] = result->notes;
+    Json phases = Json::array();
+    for (const PhaseTime& ph : st.phases) phases.push_back({{"name", ph.name}, {"seconds", ph.seconds}});
+    j["phases"] = phases;
     std::printf("%s\n", Dump(j).c_str());
   } else {
     double ratio = st.stored_bytes ? static_cast<double>(st.data_bytes) / static_cast<double>(st.stored_bytes) : 0;
@@ -572,7 +579,8 @@ int RestoreMain(int argc, char** argv) {
 
 int VerifyMain(int argc, char** argv) {
   const char* tool = "strata verify";
-  auto a = Args::Parse(argc, argv, 1, {"--repo", "--backup", "--against", "--format", "--disk", "--lock-wait"},
+  auto a = Args::Parse(argc, argv, 1, {"--repo", "--backup", "--against", "--format", "--disk", "--lock-wait",
+                                       "--allow-backing"},
                        {"--help", "--json"});
   if (!a) return Usage(tool, a.error().message());
   if (a->Has("--help")) {
@@ -665,7 +673,9 @@ int VerifyMain(int argc, char** argv) {
       const ArchiveHeader& top = (*chain)[0]->header();
       std::string fmt = a->Get("--format").value_or(
           top.disk_format == DiskFormat::kUnknown ? "auto" : DiskFormatName(top.disk_format));
-      auto img = OpenImage(*against, fmt);
+      ImageOpenOptions oo;
+      oo.allowed_dirs = a->All("--allow-backing");
+      auto img = OpenImage(*against, fmt, oo);
       if (!img) return Fail(tool, img.error());
       if ((*img)->size() != (*chain)[0]->header().disk_size) {
         return Fail(tool, Status::Corruption(*against + ": size differs from the backup"));

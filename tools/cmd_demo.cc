@@ -12,12 +12,12 @@
 #include <string>
 #include <vector>
 
-#include "engine/backup/jobs.h"
-#include "engine/backup/pipeline.h"
-#include "engine/backup/repository.h"
-#include "engine/tracker/tracked_device.h"
-#include "engine/tracker/tracker.h"
-#include "formats/open_image.h"
+#include "strata/jobs.h"
+#include "strata/pipeline.h"
+#include "strata/repository.h"
+#include "strata/tracked_device.h"
+#include "strata/tracker.h"
+#include "strata/open_image.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/sample_data.h"

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "extents/units.h"
+#include "strata/units.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/sample_data.h"

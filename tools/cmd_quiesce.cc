@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "engine/quiesce/qga.h"
-#include "engine/quiesce/quiesce.h"
-#include "engine/quiesce/resolve.h"
+#include "strata/quiesce.h"
+#include "strata/quiesce_resolve.h"
 #include "engine/quiesce/service.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"

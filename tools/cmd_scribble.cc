@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/tracker/tracked_device.h"
-#include "engine/tracker/tracker.h"
-#include "formats/file.h"
+#include "strata/tracked_device.h"
+#include "strata/tracker.h"
+#include "strata/file.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/sample_data.h"

@@ -8,11 +8,13 @@
 #include <optional>
 #include <cstdio>
 #include <ctime>
+#include <map>
+#include <set>
 #include <string>
 
-#include "engine/tracker/tracker.h"
-#include "engine/quiesce/quiesce.h"
-#include "extents/id128.h"
+#include "strata/tracker.h"
+#include "strata/quiesce.h"
+#include "strata/id128.h"
 #include "tools/cli_util.h"
 #include "tools/quiesce_window.h"
 #include "tools/commands.h"
@@ -35,7 +37,9 @@ Dirty-block tracking for one disk in a state directory.
            --no-intent-log trades crash safety for fewer fsyncs (after an
            unclean shutdown the changes since the last checkpoint are lost)
   mark     record that bytes [OFFSET, OFFSET+LENGTH) were written
-  list     checkpoints with creation time and changed bytes
+  list     checkpoints with creation time, changed bytes and whether each
+           was quiesced (taken with 'strata checkpoint --quiesce' inside a
+           freeze window that held)
   remove   drop checkpoint NAME; its changes merge into the next generation
   resize   change the disk size (growing marks the new area dirty)
 Sizes accept K, M, G, T suffixes. Take checkpoints with 'strata checkpoint';
@@ -78,11 +82,12 @@ void PrintRecovery(const char* tool, const Tracker& t) {
 }
 
 std::string CheckpointJson(const CheckpointInfo& c) {
-  char buf[160];
+  char buf[200];
   std::snprintf(buf, sizeof buf,
                 "\"id\": %" PRIu64 ", \"created_unix_ns\": %" PRId64 ", \"changed_bytes\": %" PRIu64
-                ", \"generation_unknown\": %s}",
-                c.id, c.created_unix_ns, c.changed_bytes, c.generation_unknown ? "true" : "false");
+                ", \"generation_unknown\": %s, \"quiesced\": %s}",
+                c.id, c.created_unix_ns, c.changed_bytes, c.generation_unknown ? "true" : "false",
+                c.quiesced ? "true" : "false");
   return "{\"name\": " + JsonString(c.name) + ", " + buf;
 }
 
@@ -101,6 +106,7 @@ int Init(const Args& args, bool json) {
   if (!args.positional().empty()) return Usage(kTrackerTool, "init takes no positional arguments");
   auto size = ParseSize(*size_text);
   if (!size) return Fail(kTrackerTool, size.error(), true);
+  if (*size == 0 || *size > kMaxDiskSize) return Usage(kTrackerTool, "--size must be 1 byte .. 8 EiB");
   TrackerOptions o;
   o.disk_size = *size;
   if (auto g = args.Get("--granularity")) {
@@ -168,10 +174,11 @@ int List(const Args& args, bool json) {
                 Id128ToHex(tr.uuid()).c_str(), FormatBytes(tr.disk_size()).c_str(),
                 FormatBytes(tr.granularity().bytes()).c_str(),
                 tr.intent_log_enabled() ? "on" : "off", list.size());
-    std::printf("%8s  %-20s  %-24s %14s\n", "id", "created (UTC)", "name", "changed");
+    std::printf("%8s  %-20s  %-24s %14s  %s\n", "id", "created (UTC)", "name", "changed", "quiesced");
     for (const auto& c : list) {
-      std::printf("%8" PRIu64 "  %-20s  %-24s %14s\n", c.id, FormatTime(c.created_unix_ns).c_str(),
-                  c.name.c_str(), c.generation_unknown ? "unknown" : FormatBytes(c.changed_bytes).c_str());
+      std::printf("%8" PRIu64 "  %-20s  %-24s %14s  %s\n", c.id, FormatTime(c.created_unix_ns).c_str(),
+                  c.name.c_str(), c.generation_unknown ? "unknown" : FormatBytes(c.changed_bytes).c_str(),
+                  c.quiesced ? "yes" : "no");
     }
   }
   return kExitOk;
@@ -195,8 +202,10 @@ int Remove(const Args& args, bool json) {
 int Resize(const Args& args, bool json) {
   auto size_text = args.Get("--size");
   if (!size_text) return Usage(kTrackerTool, "resize needs --size BYTES");
+  if (!args.positional().empty()) return Usage(kTrackerTool, "resize takes no positional arguments");
   auto size = ParseSize(*size_text);
   if (!size) return Fail(kTrackerTool, size.error(), true);
+  if (*size == 0 || *size > kMaxDiskSize) return Usage(kTrackerTool, "--size must be 1 byte .. 8 EiB");
   auto t = OpenFor(args, false);
   if (!t) return Fail(kTrackerTool, t.error(), true);
   PrintRecovery(kTrackerTool, **t);
@@ -221,6 +230,17 @@ int TrackerMain(int argc, char** argv) {
   if (args->Has("--help")) {
     std::fputs(kTrackerHelp, stdout);
     return kExitOk;
+  }
+  if (sub != "init" && sub != "mark" && sub != "list" && sub != "remove" && sub != "resize") {
+    return Usage(kTrackerTool, "unknown subcommand '" + sub + "'");
+  }
+  // A flag that does nothing for this subcommand is a mistake, not a no-op.
+  const std::map<std::string, std::set<std::string>> takes = {
+      {"--size", {"init", "resize"}}, {"--granularity", {"init"}}, {"--no-intent-log", {"init"}}};
+  for (const auto& [flag, subs] : takes) {
+    if (args->Has(flag) && !subs.count(sub)) {
+      return Usage(kTrackerTool, flag + " does nothing for 'tracker " + sub + "'");
+    }
   }
   if (!args->Has("--tracker")) return Usage(kTrackerTool, "--tracker DIR is required");
   bool json = args->Has("--json");
@@ -248,6 +268,7 @@ int CheckpointMain(int argc, char** argv) {
   if (!args->Has("--tracker")) return Usage(kCheckpointTool, "--tracker DIR is required");
   const auto& pos = args->positional();
   if (pos.size() != 1) return Usage(kCheckpointTool, "expected one checkpoint NAME");
+  if (Status n = Tracker::ValidCheckpointName(pos[0]); !n.ok()) return Usage(kCheckpointTool, n.message());
   auto fw = ParseFreezeWindow(*args);
   if (!fw) return Usage(kCheckpointTool, fw.error().message());
   // Never freeze the filesystem the tracker writes its state to: the
@@ -271,8 +292,19 @@ int CheckpointMain(int argc, char** argv) {
     }
     window = *q;
   }
+  // The window's verdict is known only now, after the thaw: record it with
+  // the checkpoint (docs/formats/tracker-state.md §3.2, entry flag bit 1).
+  Status v;
+  if (cp && window) {
+    v = (*t)->SetQuiesced(cp->name, window->quiesced);
+    if (v.ok()) cp->quiesced = window->quiesced;
+  }
   Status c = (*t)->Close();
   if (!cp) return Fail(kCheckpointTool, cp.error(), true);
+  if (!v.ok()) {
+    return Fail(kCheckpointTool, v.WithContext("checkpoint '" + cp->name + "' was taken but whether it was "
+                                                "quiesced could not be recorded"));
+  }
   if (!c.ok()) return Fail(kCheckpointTool, c);
   if (args->Has("--json")) {
     std::string j = CheckpointJson(*cp);
@@ -280,8 +312,7 @@ int CheckpointMain(int argc, char** argv) {
       std::string mounts;
       for (const auto& m : window->mount_points) mounts += (mounts.empty() ? "" : ", ") + JsonString(m);
       char extra[160];
-      std::snprintf(extra, sizeof extra, ", \"quiesced\": %s, \"frozen_ms\": %.3f, \"exec_exit_code\": %d",
-                    window->quiesced ? "true" : "false",
+      std::snprintf(extra, sizeof extra, ", \"frozen_ms\": %.3f, \"exec_exit_code\": %d",
                     std::chrono::duration<double, std::milli>(window->frozen_for).count(),
                     window->exec_exit_code);
       j.insert(j.size() - 1, std::string(extra) + ", \"frozen\": [" + mounts + "]");

@@ -7,13 +7,13 @@
 #include <string>
 
 #include "extents/endian.h"
-#include "extents/extent_set.h"
-#include "formats/file.h"
-#include "formats/open_image.h"
-#include "formats/qcow2/qcow2_image.h"
+#include "strata/extent_set.h"
+#include "strata/file.h"
+#include "strata/open_image.h"
+#include "strata/qcow2_image.h"
 #include "formats/raw/reflink.h"
-#include "engine/backup/archive.h"
-#include "engine/tracker/tracker.h"
+#include "strata/archive.h"
+#include "strata/tracker.h"
 #include "tools/cli_util.h"
 
 namespace strata {
@@ -36,6 +36,12 @@ read as zeros, and (for images with backing files) at which depth.
 
 Options:
   -f, --format FMT     image format: raw, qcow2 or auto (default auto)
+      --allow-backing DIR
+                       a qcow2 chain may follow backing and external data
+                       files inside DIR (and its subdirectories); repeat for
+                       more directories. Default: the image's own directory.
+                       Chain files must be regular files, and backing files
+                       need a declared format (docs/formats/qcow2-support.md)
   -o, --output FMT     human (default) or json; json prints exactly the
                        objects and merge rules of `qemu-img map --output=json`
       --json           same as --output json
@@ -72,10 +78,11 @@ Exit status: 0 success, 1 failure (bad image, I/O error), 2 usage error.
 struct Options {
   bool json = false;
   std::string format = "auto";
+  ImageOpenOptions open;
 };
 
 int DumpImageMap(const std::string& path, const Options& opt) {
-  auto image = OpenImage(path, opt.format);
+  auto image = OpenImage(path, opt.format, opt.open);
   if (!image) return cli::Fail(kTool, image.error());
   Image& img = **image;
   uint64_t data_bytes = 0, zero_bytes = 0, unalloc_bytes = 0, data_runs = 0;
@@ -172,7 +179,7 @@ int DumpArchive(const std::string& path, const Options& opt) {
 
 // Whether `path` starts with the archive magic.
 bool IsArchive(const std::string& path) {
-  auto f = OpenPosixFile(path, OpenMode::kReadOnly);
+  auto f = OpenDiskFile(path);  // never blocks (a FIFO is refused later, clearly)
   if (!f) return false;
   uint8_t magic[8] = {};
   auto got = (*f)->Read(0, magic);
@@ -218,7 +225,7 @@ int DumpSet(const std::string& path, const Options& opt) {
 // The qcow2-only modes: bitmaps, snapshots, snapshot and layer diffs.
 int DumpQcow2(const std::string& path, const cli::Args& args, const Options& opt) {
   if (opt.format == "raw") return cli::Usage(kTool, "this mode needs a qcow2 image");
-  auto img = OpenQcow2Image(path);
+  auto img = OpenQcow2Image(path, opt.open);
   if (!img) return cli::Fail(kTool, img.error());
   Qcow2Image& q = **img;
   if (args.Has("--list-bitmaps")) {
@@ -295,7 +302,8 @@ int Main(int argc, char** argv) {
   std::vector<char*> av;
   for (auto& a : storage) av.push_back(a.data());
   auto args = cli::Args::Parse(argc, av.data(), 1,
-                               {"--format", "--output", "--set", "--bitmap", "--diff", "--to",
+                               {"--allow-backing",
+                                "--format", "--output", "--set", "--bitmap", "--diff", "--to",
                                 "--layers", "--tracker", "--since", "--reflink-diff",
                                 "--granularity"},
                                {"--help", "--json", "--list-bitmaps", "--list-snapshots",
@@ -307,6 +315,7 @@ int Main(int argc, char** argv) {
   }
   Options opt;
   if (auto f = args->Get("--format")) opt.format = *f;
+  opt.open.allowed_dirs = args->All("--allow-backing");
   if (opt.format != "auto" && opt.format != "raw" && opt.format != "qcow2") {
     return cli::Usage(kTool, "--format must be raw, qcow2 or auto, not '" + opt.format + "'");
   }
@@ -351,4 +360,10 @@ int Main(int argc, char** argv) {
 }  // namespace
 }  // namespace strata
 
-int main(int argc, char** argv) { return strata::Main(argc, argv); }
+int main(int argc, char** argv) {
+  if (argc == 2 && (std::string(argv[1]) == "--version" || std::string(argv[1]) == "-V")) {
+    std::printf("extent-dump (strata) %s\n", STRATA_VERSION_STRING);
+    return 0;
+  }
+  return strata::Main(argc, argv);
+}

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/quiesce/quiesce.h"
+#include "strata/quiesce.h"
 #include "tools/cli_util.h"
 
 namespace strata::cli {

@@ -38,8 +38,8 @@ int main(int argc, char** argv) {
     PrintHelp();
     return argc < 2 ? strata::cli::kExitUsage : strata::cli::kExitOk;
   }
-  if (!std::strcmp(argv[1], "--version")) {
-    std::printf("strata 0.1.0\n");
+  if (!std::strcmp(argv[1], "--version") || !std::strcmp(argv[1], "-V")) {
+    std::printf("strata %s\n", STRATA_VERSION_STRING);
     return 0;
   }
   auto& table = strata::cli::CommandTable();

@@ -1,6 +1,7 @@
-#include "engine/backup/archive.h"
+#include "strata/archive.h"
+#include "engine/backup/archive_writer.h"
 
-#include "extents/id128.h"
+#include "strata/id128.h"
 
 #include <unistd.h>
 #include <zstd.h>

@@ -1,9 +1,9 @@
-#include "engine/backup/archive_format.h"
+#include "strata/archive_format.h"
 
 #include <cstring>
 
 #include "extents/endian.h"
-#include "extents/units.h"
+#include "strata/units.h"
 
 namespace strata {
 

@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "engine/backup/pipeline.h"
+#include "strata/pipeline.h"
 #include "engine/backup/pipeline_internal.h"
 #include "extents/endian.h"
 

@@ -1,5 +1,5 @@
 // Repository jobs (jobs.h). The chain rules are in docs/design/chains.md.
-#include "engine/backup/jobs.h"
+#include "strata/jobs.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,12 +12,12 @@
 #include <optional>
 
 #include "engine/backup/qemu_img.h"
-#include "engine/tracker/tracker.h"
-#include "extents/checksum.h"
+#include "strata/tracker.h"
+#include "strata/checksum.h"
 #include "extents/endian.h"
-#include "formats/env.h"
-#include "formats/open_image.h"
-#include "formats/qcow2/qcow2_image.h"
+#include "strata/env.h"
+#include "strata/open_image.h"
+#include "strata/qcow2_image.h"
 #include "formats/raw/reflink.h"
 
 namespace strata {
@@ -43,13 +43,18 @@ Result<std::pair<CatalogEntry, BackupStats>> WriteAndRecord(Repository& repo, Im
                                                              const ArchiveHeader& header, PipelineOptions opt,
                                                              const ScanBaseline* baseline) {
   opt.env = repo.env();
+  auto t0 = std::chrono::steady_clock::now();
   STRATA_RETURN_IF_ERROR(repo.Begin({PendingOp::Kind::kBackup, header.id}));
+  const double begin = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   auto run = [&]() -> Result<std::pair<CatalogEntry, BackupStats>> {
     STRATA_ASSIGN_OR_RETURN(BackupStats stats,
                             RunBackup(image, changes, header, repo.ArchivePath(header.id), opt, baseline));
+    auto t1 = std::chrono::steady_clock::now();
     STRATA_ASSIGN_OR_RETURN(auto reader, ArchiveReader::Open(repo.ArchivePath(header.id), repo.env()));
     CatalogEntry e = Repository::EntryFor(*reader);
     STRATA_RETURN_IF_ERROR(repo.Add(e));
+    stats.phases.insert(stats.phases.begin(), PhaseTime{"journal", begin});
+    stats.phases.push_back({"catalog", std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count()});
     return std::make_pair(e, stats);
   };
   auto r = run();
@@ -265,7 +270,7 @@ Status BackupJob::OpenDiskAndImage() {
   } else {
     header_.disk_id = RandomId128();
   }
-  STRATA_ASSIGN_OR_RETURN(image_, OpenImage(req_.image, format));
+  STRATA_ASSIGN_OR_RETURN(image_, OpenImage(req_.image, format, req_.open));
   header_.disk_format = FormatOf(*image_);
   qcow2_ = dynamic_cast<Qcow2Image*>(image_.get());
   read_ = image_.get();
@@ -555,6 +560,9 @@ Status BackupJob::TakeEndPoint() {
     STRATA_RETURN_IF_ERROR(take());
   }
   header_.quiesced = quiesced;
+  // The window's verdict is known only after the thaw: record it on the
+  // checkpoint too, so `tracker list` shows it.
+  if (want_tracker_ && quiesced) STRATA_RETURN_IF_ERROR(tracker_->SetQuiesced(header_.end.name, true));
   return Status::Ok();
 }
 
@@ -596,7 +604,8 @@ Status BackupJob::LoadParentBitmap() {
 // qemu-img changed the image's metadata: read it afresh.
 Status BackupJob::ReopenImage() {
   snapshot_view_.reset();
-  STRATA_ASSIGN_OR_RETURN(image_, OpenImage(req_.image, std::string(DiskFormatName(header_.disk_format))));
+  STRATA_ASSIGN_OR_RETURN(image_,
+                          OpenImage(req_.image, std::string(DiskFormatName(header_.disk_format)), req_.open));
   qcow2_ = dynamic_cast<Qcow2Image*>(image_.get());
   read_ = image_.get();
   if (want_snapshot_) {
@@ -659,9 +668,26 @@ Result<ExtentSet> BackupJob::Changes() {
   return Status::InvalidArgument("a merge is not a change source");
 }
 
+// Times the phases of a job (BackupStats::phases).
+class PhaseClock {
+ public:
+  void Mark(const char* name) {
+    auto now = std::chrono::steady_clock::now();
+    phases_.push_back({name, std::chrono::duration<double>(now - last_).count()});
+    last_ = now;
+  }
+  std::vector<PhaseTime> Take() { return std::move(phases_); }
+
+ private:
+  std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
+  std::vector<PhaseTime> phases_;
+};
+
 Result<BackupResult> BackupJob::Run() {
+  PhaseClock clock;
   STRATA_RETURN_IF_ERROR(CheckRequest());
   STRATA_RETURN_IF_ERROR(OpenDiskAndImage());
+  clock.Mark("open");
   header_.source = src_.kind;
   if (want_bitmap_) header_.source_name = src_.bitmap;
   if (src_.kind == SourceKind::kSnapshot) header_.source_name = src_.since_snapshot;
@@ -672,8 +698,10 @@ Result<BackupResult> BackupJob::Run() {
   if (src_.changes == nullptr && src_.kind == SourceKind::kBitmap) {
     STRATA_RETURN_IF_ERROR(LoadParentBitmap());
   }
+  clock.Mark("parent");
   STRATA_RETURN_IF_ERROR(TakeEndPoint());
   header_.content_unix_ns = NowNs();
+  clock.Mark("end point");
   auto run = [&]() -> Result<BackupResult> {
     if (!added_bitmap_.empty()) STRATA_RETURN_IF_ERROR(ReopenImage());
     if (!added_clone_.empty()) {  // the clone is the point in time: read it, not the live image
@@ -686,6 +714,7 @@ Result<BackupResult> BackupJob::Run() {
       STRATA_ASSIGN_OR_RETURN(ScanBaseline b, ScanBaseline::Build(Raw(parent_chain_)));
       baseline = std::make_unique<ScanBaseline>(std::move(b));
     }
+    clock.Mark("changes");
     STRATA_ASSIGN_OR_RETURN(auto done, WriteAndRecord(repo_, *read_, changes, header_, req_.pipeline, baseline.get()));
     result_.entry = done.first;
     result_.stats = done.second;
@@ -699,6 +728,7 @@ Result<BackupResult> BackupJob::Run() {
     if (!added_clone_.empty()) ::unlink(added_clone_.c_str());
     return r;
   }
+  const auto cleanup_start = std::chrono::steady_clock::now();
   // The clone the parent ended at is no longer needed: this backup's clone
   // is the next start. Only clones strata made (".strata-<id>") are removed.
   if (src_.kind == SourceKind::kReflink && header_.start.name.find(".strata-") != std::string::npos) {
@@ -720,6 +750,12 @@ Result<BackupResult> BackupJob::Run() {
   if (owned_tracker_) {
     if (Status s = owned_tracker_->Close(); !s.ok()) r->notes.push_back("closing the tracker: " + s.message());
   }
+  // The pipeline's own phases (setup, transfer, finish) come from RunBackup;
+  // the catalog update is timed in WriteAndRecord.
+  std::vector<PhaseTime> phases = clock.Take();
+  for (PhaseTime& p : r->stats.phases) phases.push_back(std::move(p));
+  phases.push_back({"cleanup", std::chrono::duration<double>(std::chrono::steady_clock::now() - cleanup_start).count()});
+  r->stats.phases = std::move(phases);
   return r;
 }
 

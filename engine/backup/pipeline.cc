@@ -1,4 +1,5 @@
-#include "engine/backup/pipeline.h"
+#include "strata/pipeline.h"
+#include "engine/backup/archive_writer.h"
 
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -113,6 +114,7 @@ struct Slot {
   bool hole = false;  // the source has no data in op's range: nothing was read
 };
 
+
 class BackupRun {
  public:
   BackupRun(Image& image, const ExtentSet& changes, const PipelineOptions& opt,
@@ -126,9 +128,16 @@ class BackupRun {
     uint64_t per_slot = 2 * uint64_t{chunk} + kDirectAlign + 4096;
     uint64_t n = std::max<uint64_t>(opt_.queue_depth, 1) + 2 * workers_;
     n = std::min<uint64_t>(n, std::max<uint64_t>(2, opt_.memory_limit / per_slot));
+    // Never more slots than reads: a small change set must not pay for
+    // buffers it cannot fill (first touches and buffer registration cost
+    // tens of milliseconds on these machines: docs/design/backup.md).
+    stats_.planned_bytes = changes_.ByteCount();
+    reads_bound_ = ReadsBound(changes_, chunk);
+    n = std::min<uint64_t>(n, std::max<uint64_t>(1, reads_bound_));
     slots_.resize(n);
     for (Slot& s : slots_) s.in = std::make_unique<AlignedBuffer>(chunk + kDirectAlign);
-    stats_.planned_bytes = changes_.ByteCount();
+    stats_.phases.push_back({"buffers", Since(t0)});
+    const auto t1 = Clock::now();
 
     std::vector<std::thread> threads;
     threads.emplace_back([this] { ReaderMain(); });
@@ -141,6 +150,7 @@ class BackupRun {
     NotifyAll();
     for (auto& t : threads) t.join();
     if (!error_.ok()) return error_;
+    stats_.phases.push_back({"transfer", Since(t1)});
     stats_.seconds = Since(t0);
     return stats_;
   }
@@ -153,10 +163,20 @@ class BackupRun {
     NotifyAll();
   }
 
+  // An upper bound on the number of reads the planner makes: each run of
+  // the change set costs at most its chunk windows. O(runs).
+  static uint64_t ReadsBound(const ExtentSet& set, uint32_t chunk) {
+    uint64_t reads = 0;
+    ExtentSet::RunIterator it(set);
+    ByteExtent run;
+    while (it.Next(&run)) reads += (run.end() - 1) / chunk - run.offset / chunk + 1;
+    return reads;
+  }
+
   // Sets up io_uring on the raw file when the source is a raw image.
   void OpenRawSource(int* fd, std::unique_ptr<UringQueue>* q) {
     *fd = -1;
-    if (image_.format() != "raw") return;
+    if (image_.format() != "raw" || reads_bound_ == 0) return;
     const uint64_t g = changes_.granularity().bytes();
     bool direct = opt_.direct_io && g >= kDirectAlign && opt_.chunk_size % kDirectAlign == 0;
     struct stat st;
@@ -171,9 +191,15 @@ class BackupRun {
     if (*fd < 0) *fd = ::open(image_.name().c_str(), O_RDONLY | O_CLOEXEC);
     if (*fd < 0) return;
     file_size_ = S_ISBLK(st.st_mode) ? image_.size() : static_cast<uint64_t>(st.st_size);
+    // Registering buffers pins (and first touches) them: worth it only when
+    // they will be reused many times.
     std::vector<std::span<uint8_t>> bufs;
-    for (Slot& s : slots_) bufs.emplace_back(s.in->p, s.in->size);
-    *q = UringQueue::Create(*fd, std::max(1u, opt_.queue_depth), bufs);
+    if (reads_bound_ >= 4 * slots_.size()) {
+      for (Slot& s : slots_) bufs.emplace_back(s.in->p, s.in->size);
+    }
+    const unsigned depth = static_cast<unsigned>(
+        std::min<uint64_t>(std::max(1u, opt_.queue_depth), std::max<uint64_t>(1, reads_bound_)));
+    *q = UringQueue::Create(*fd, depth, bufs);
     std::lock_guard<std::mutex> l(mu_);
     stats_.used_uring = (*q)->uses_uring();
     stats_.registered_buffers = (*q)->uses_registered_buffers();
@@ -469,6 +495,10 @@ class BackupRun {
       stats_.skipped_bytes += s->skipped;
       done_bytes += s->data + s->zero + s->skipped;
       if (opt_.progress) opt_.progress(done_bytes, stats_.planned_bytes);
+      // Checked here too: the reader may have planned every read already.
+      if (opt_.cancel && opt_.cancel->load(std::memory_order_relaxed)) {
+        return Fail(Status::Cancelled(image_.name() + ": backup cancelled"));
+      }
       std::lock_guard<std::mutex> l(mu_);
       s->state = Slot::kFree;
       written_ = w + 1;
@@ -478,6 +508,7 @@ class BackupRun {
 
   Image& image_;
   const ExtentSet& changes_;
+  uint64_t reads_bound_ = 0;
   const PipelineOptions& opt_;
   const ScanBaseline* scan_;
   ArchiveWriter* writer_;
@@ -599,9 +630,13 @@ Result<BackupStats> RunBackup(Image& image, const ExtentSet& changes, ArchiveHea
   header.chunk_size = opt.chunk_size;
   if (header.content_unix_ns == 0) header.content_unix_ns = header.created_unix_ns;
   STRATA_ASSIGN_OR_RETURN(auto writer, ArchiveWriter::Create(archive_path, header, opt.env));
+  const double create = Since(t0);
   BackupRun run(image, changes, opt, scan, writer.get());
   STRATA_ASSIGN_OR_RETURN(BackupStats stats, run.Run());
+  stats.phases.insert(stats.phases.begin(), PhaseTime{"archive open", create});
+  const auto t_finish = Clock::now();
   STRATA_ASSIGN_OR_RETURN(ArchiveFooter footer, writer->Finish());
+  stats.phases.push_back({"finish", Since(t_finish)});
   stats.stored_bytes = writer->stored_bytes();
   stats.archive_bytes = footer.index_offset + footer.index_size + kArchiveFooterSize;
   stats.seconds = Since(t0);  // includes making the archive durable

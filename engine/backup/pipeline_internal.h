@@ -11,8 +11,8 @@
 #include <thread>
 #include <vector>
 
-#include "engine/backup/archive.h"
-#include "engine/backup/pipeline.h"
+#include "strata/archive.h"
+#include "strata/pipeline.h"
 
 namespace strata::internal {
 

@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <string>
 
-#include "extents/status.h"
+#include "strata/status.h"
 
 namespace strata::internal {
 

@@ -1,4 +1,4 @@
-#include "engine/backup/repository.h"
+#include "strata/repository.h"
 
 
 #include <cstdio>

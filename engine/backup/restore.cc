@@ -1,4 +1,4 @@
-#include "engine/backup/pipeline.h"
+#include "strata/pipeline.h"
 
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -21,7 +21,7 @@
 #include "engine/backup/pipeline_internal.h"
 #include "engine/backup/uring_reader.h"
 #include "extents/endian.h"
-#include "formats/file.h"
+#include "strata/file.h"
 
 namespace strata {
 

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "extents/status.h"
+#include "strata/status.h"
 
 namespace strata {
 

@@ -9,7 +9,7 @@
 #include <cerrno>
 #include <thread>
 
-#include "engine/quiesce/quiesce.h"
+#include "strata/quiesce.h"
 
 namespace strata::quiesce {
 namespace {

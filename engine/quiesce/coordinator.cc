@@ -16,7 +16,8 @@
 
 #include "engine/quiesce/hooks.h"
 #include "engine/quiesce/process.h"
-#include "engine/quiesce/quiesce.h"
+#include "strata/quiesce.h"
+#include "engine/quiesce/journal.h"
 
 namespace strata::quiesce {
 namespace {

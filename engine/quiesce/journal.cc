@@ -18,8 +18,8 @@
 #include <cstdio>
 
 #include "engine/quiesce/qga.h"
-#include "engine/quiesce/resolve.h"
-#include "extents/checksum.h"
+#include "strata/quiesce_resolve.h"
+#include "strata/checksum.h"
 
 namespace strata::quiesce {
 namespace {

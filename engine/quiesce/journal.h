@@ -21,7 +21,7 @@
 #include <string_view>
 #include <vector>
 
-#include "extents/status.h"
+#include "strata/status.h"
 
 namespace strata::quiesce {
 

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "extents/status.h"
+#include "strata/status.h"
 
 namespace strata::quiesce::internal {
 

@@ -23,8 +23,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/quiesce/quiesce.h"
-#include "extents/status.h"
+#include "strata/quiesce.h"
+#include "strata/status.h"
 
 namespace strata::quiesce {
 

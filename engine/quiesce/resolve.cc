@@ -1,4 +1,4 @@
-#include "engine/quiesce/resolve.h"
+#include "strata/quiesce_resolve.h"
 
 #include <fcntl.h>
 #include <libmount/libmount.h>

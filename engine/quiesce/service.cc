@@ -10,6 +10,8 @@
 //              (record: id expired frozen_ms remaining_ms mounts interrupted interruption)...
 #include "engine/quiesce/service.h"
 
+#include "engine/quiesce/journal.h"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>

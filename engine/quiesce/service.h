@@ -26,8 +26,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/quiesce/quiesce.h"
-#include "extents/status.h"
+#include "strata/quiesce.h"
+#include "strata/status.h"
 
 namespace strata::quiesce {
 

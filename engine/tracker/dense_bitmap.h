@@ -16,8 +16,8 @@
 #include <cstdint>
 #include <memory>
 
-#include "extents/extent_set.h"
-#include "extents/status.h"
+#include "strata/extent_set.h"
+#include "strata/status.h"
 
 namespace strata::tracker_internal {
 

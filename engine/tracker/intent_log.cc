@@ -1,32 +1,83 @@
 #include "engine/tracker/intent_log.h"
 
-#include "engine/tracker/state_format.h"
+#include <algorithm>
+#include <limits>
 
 namespace strata::tracker_internal {
 
-Result<std::unique_ptr<IntentLog>> IntentLog::Create(const std::string& path, uint64_t epoch,
+Result<std::unique_ptr<IntentLog>> IntentLog::Create(Env* env, const std::string& path, uint64_t epoch,
                                                      uint64_t disk_size, uint32_t region_shift) {
-  STRATA_ASSIGN_OR_RETURN(auto file, OpenPosixFile(path, OpenMode::kCreateExclusive));
+  if (env->Exists(path)) return Status::AlreadyExists(path + ": already exists");
   IntentHeader h;
   h.epoch = epoch;
   h.disk_size = disk_size;
   h.region_shift = static_cast<uint8_t>(region_shift);
-  std::string hdr = EncodeIntentHeader(h);
-  STRATA_RETURN_IF_ERROR(file->Write(0, {reinterpret_cast<const uint8_t*>(hdr.data()), hdr.size()}));
-  STRATA_RETURN_IF_ERROR(file->Sync());
-  STRATA_RETURN_IF_ERROR(SyncDirOf(path));
-  uint64_t regions = (disk_size >> region_shift) +
-                     ((disk_size & ((uint64_t{1} << region_shift) - 1)) != 0);
-  return std::unique_ptr<IntentLog>(
-      new IntentLog(path, std::move(file), epoch, regions, region_shift));
+  h.capacity = std::min(kIntentInitialCapacity, IntentMaxCapacity(disk_size, region_shift));
+  std::vector<uint8_t> bytes = EncodeIntentHeader(h);
+  bytes.resize(h.capacity * kIntentSectorSize, 0);
+  // Published by rename: under its name a log always has its full header
+  // and capacity, so a short file or a bad header can only be damage.
+  STRATA_RETURN_IF_ERROR(env->WriteFileAtomic(path, bytes));
+  STRATA_ASSIGN_OR_RETURN(auto file, env->Open(path, OpenMode::kReadWrite));
+  return std::unique_ptr<IntentLog>(new IntentLog(path, std::move(file), h));
 }
 
-IntentLog::IntentLog(std::string path, std::unique_ptr<File> file, uint64_t epoch,
-                     uint64_t regions, uint32_t region_shift)
-    : path_(std::move(path)), file_(std::move(file)), epoch_(epoch), regions_(regions),
-      region_shift_(region_shift), recorded_(new std::atomic<uint64_t>[regions / 64 + 1]),
-      pending_bits_(regions, 0), append_at_(kIntentHeaderSize) {
-  for (uint64_t i = 0; i < regions / 64 + 1; ++i) recorded_[i].store(0, std::memory_order_relaxed);
+IntentLog::IntentLog(std::string path, std::unique_ptr<File> file, const IntentHeader& h)
+    : path_(std::move(path)), file_(std::move(file)), epoch_(h.epoch),
+      regions_(IntentRegionCount(h.disk_size, h.region_shift)), region_shift_(h.region_shift), header_(h),
+      max_capacity_(IntentMaxCapacity(h.disk_size, h.region_shift)),
+      recorded_(new std::atomic<uint64_t>[regions_ / 64 + 1]), pending_bits_(regions_, 0) {
+  for (uint64_t i = 0; i < regions_ / 64 + 1; ++i) recorded_[i].store(0, std::memory_order_relaxed);
+}
+
+Status IntentLog::Grow() {
+  const uint64_t cap = std::min(header_.capacity * 2, max_capacity_);
+  if (cap <= header_.capacity) {
+    // Cannot happen: every commit sector records at least one region new to
+    // this epoch, and max_capacity_ has a sector for each region.
+    return Status::Corruption(path_ + ": intent log full at " + std::to_string(header_.capacity) + " sectors");
+  }
+  // 1. The zeroed extension is durable before the header names it, so a
+  //    file shorter than its header's capacity is always damage.
+  std::vector<uint8_t> zeros((cap - header_.capacity) * kIntentSectorSize, 0);
+  STRATA_RETURN_IF_ERROR(file_->Write(header_.capacity * kIntentSectorSize, zeros));
+  STRATA_RETURN_IF_ERROR(file_->Sync());
+  syncs_.fetch_add(1, std::memory_order_relaxed);
+  // 2. The header sector, rewritten whole (atomic): old or new capacity.
+  IntentHeader h = header_;
+  h.capacity = cap;
+  STRATA_RETURN_IF_ERROR(file_->Write(0, EncodeIntentHeader(h)));
+  STRATA_RETURN_IF_ERROR(file_->Sync());
+  syncs_.fetch_add(1, std::memory_order_relaxed);
+  header_ = h;
+  return Status::Ok();
+}
+
+Status IntentLog::Commit(std::vector<uint64_t>& batch) {
+  std::sort(batch.begin(), batch.end());
+  std::vector<IntentRange> ranges;
+  for (uint64_t r : batch) {
+    if (!ranges.empty() && ranges.back().first + ranges.back().count == r &&
+        ranges.back().count < std::numeric_limits<uint32_t>::max()) {
+      ++ranges.back().count;
+    } else {
+      ranges.push_back({r, 1});
+    }
+  }
+  // One sector per commit, each synced before the next is written: after a
+  // crash the valid sectors are a prefix and everything after is zero.
+  for (size_t i = 0; i < ranges.size(); i += kIntentSectorEntries) {
+    if (next_sector_ >= header_.capacity) STRATA_RETURN_IF_ERROR(Grow());
+    const size_t n = std::min<size_t>(kIntentSectorEntries, ranges.size() - i);
+    uint8_t sector[kIntentSectorSize];
+    EncodeIntentSector(epoch_, next_sector_, std::span<const IntentRange>(ranges).subspan(i, n), sector);
+    STRATA_RETURN_IF_ERROR(file_->Write(next_sector_ * kIntentSectorSize, sector));
+    Status s = file_->Sync();
+    syncs_.fetch_add(1, std::memory_order_relaxed);
+    STRATA_RETURN_IF_ERROR(s);
+    ++next_sector_;
+  }
+  return Status::Ok();
 }
 
 Status IntentLog::Record(uint64_t first, uint64_t last) {
@@ -50,30 +101,38 @@ Status IntentLog::Record(uint64_t first, uint64_t last) {
       cv_.wait(lock);
       continue;
     }
-    // Become the leader: write and sync everything queued so far, in one
-    // write and one fsync, without holding the lock during the I/O.
+    // Become the leader: write and sync everything queued so far without
+    // holding the lock during the I/O.
     leader_active_ = true;
     std::vector<uint64_t> batch;
     batch.swap(pending_);
-    uint64_t at = append_at_;
     lock.unlock();
-    std::vector<uint8_t> buf(batch.size() * kIntentRecordSize);
-    for (size_t i = 0; i < batch.size(); ++i) {
-      EncodeIntentRecord(epoch_, batch[i], buf.data() + i * kIntentRecordSize);
-    }
-    Status s = file_->Write(at, buf);
-    if (s.ok()) s = file_->Sync();
-    syncs_.fetch_add(1, std::memory_order_relaxed);
+    Status s = Commit(batch);
     lock.lock();
     leader_active_ = false;
     if (s.ok()) {
-      append_at_ = at + buf.size();
       for (uint64_t r : batch) SetRecorded(r);
     } else {
       error_ = s.WithContext("intent log");
     }
     cv_.notify_all();
   }
+}
+
+Result<IntentLogContents> ReadIntentLog(Env* env, const std::string& path) {
+  STRATA_ASSIGN_OR_RETURN(auto f, env->Open(path, OpenMode::kReadOnly));
+  STRATA_ASSIGN_OR_RETURN(uint64_t size, f->Size());
+  std::vector<uint8_t> buf(std::min<uint64_t>(size, kIntentSectorSize));
+  STRATA_RETURN_IF_ERROR(f->ReadFull(0, buf));
+  STRATA_ASSIGN_OR_RETURN(IntentLogDecoder d, IntentLogDecoder::Start(buf, size, path));
+  constexpr uint64_t kChunk = 256 * kIntentSectorSize;
+  buf.resize(kChunk);
+  for (uint64_t off = kIntentSectorSize; off < size; off += kChunk) {
+    std::span<uint8_t> piece(buf.data(), static_cast<size_t>(std::min(kChunk, size - off)));
+    STRATA_RETURN_IF_ERROR(f->ReadFull(off, piece));
+    STRATA_RETURN_IF_ERROR(d.Feed(off, piece));
+  }
+  return d.Finish();
 }
 
 }  // namespace strata::tracker_internal

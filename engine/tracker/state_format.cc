@@ -1,13 +1,14 @@
 // Codecs for docs/formats/tracker-state.md (section numbers cited inline).
 #include "engine/tracker/state_format.h"
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
 
-#include "extents/checksum.h"
+#include "strata/checksum.h"
 #include "extents/endian.h"
-#include "extents/units.h"
+#include "strata/units.h"
 
 namespace strata::tracker_internal {
 
@@ -143,84 +144,168 @@ Result<Manifest> DecodeManifest(std::span<const uint8_t> in, const std::string& 
   return m;
 }
 
-std::string EncodeIntentHeader(const IntentHeader& h) {
-  std::string out;
-  out.append(kIntentMagic, 8);
-  AppendLE16(&out, kIntentVersion);
-  AppendLE16(&out, kIntentHeaderSize);
-  AppendLE32(&out, 0);
-  out.push_back(static_cast<char>(h.region_shift));
-  out.append(7, '\0');
-  AppendLE64(&out, h.epoch);
-  AppendLE64(&out, h.disk_size);
-  AppendLE64(&out, Xxh3_64(out.data(), out.size()));
+// ---------------------------------------------------------------------------
+// §4: intent log, version 2.
+
+uint64_t IntentRegionCount(uint64_t disk_size, uint32_t shift) {
+  return (disk_size >> shift) + ((disk_size & ((uint64_t{1} << shift) - 1)) != 0);
+}
+
+uint64_t IntentMaxCapacity(uint64_t disk_size, uint32_t shift) {
+  return std::max<uint64_t>(2, 1 + IntentRegionCount(disk_size, shift));
+}
+
+std::vector<uint8_t> EncodeIntentHeader(const IntentHeader& h) {
+  std::vector<uint8_t> out(kIntentSectorSize, 0);
+  std::memcpy(out.data(), kIntentMagic, 8);
+  StoreLE16(out.data() + 8, kIntentVersion);
+  StoreLE16(out.data() + 10, static_cast<uint16_t>(kIntentSectorSize));
+  StoreLE32(out.data() + 12, 0);  // incompatible features
+  out[16] = h.region_shift;
+  StoreLE64(out.data() + 24, h.epoch);
+  StoreLE64(out.data() + 32, h.disk_size);
+  StoreLE64(out.data() + 40, h.capacity);
+  StoreLE64(out.data() + 504, Xxh3_64(out.data(), 504));
   return out;
 }
 
 namespace {
-uint64_t RecordCheck(uint64_t epoch, uint64_t region) {
-  uint8_t b[16];
+
+// XXH3-64 of LE64(epoch) || sector bytes 0..503 (§4.3): binds a commit to
+// its log, so the bytes of another log's sector never validate here.
+uint64_t SectorCheck(uint64_t epoch, const uint8_t* sector) {
+  uint8_t b[8 + 504];
   StoreLE64(b, epoch);
-  StoreLE64(b + 8, region);
+  std::memcpy(b + 8, sector, 504);
   return Xxh3_64(b, sizeof b);
 }
-}  // namespace
 
-void EncodeIntentRecord(uint64_t epoch, uint64_t region, uint8_t out[kIntentRecordSize]) {
-  StoreLE64(out, region);
-  StoreLE64(out + 8, RecordCheck(epoch, region));
+bool AllZero(std::span<const uint8_t> b) {
+  for (uint8_t x : b) {
+    if (x != 0) return false;
+  }
+  return true;
 }
 
-Result<IntentLogContents> DecodeIntentLog(std::span<const uint8_t> in, const std::string& file) {
-  const uint8_t* p = in.data();
-  const uint64_t n = in.size();
-  // The header is written and fsynced (and the directory fsynced) before
-  // any mark depends on the log (§4.3). A crash before that leaves a short
-  // file, or a header-sized one whose bytes never reached the disk: such a
-  // log was never in use and holds nothing.
-  IntentLogContents unused;
-  unused.torn_tail_bytes = n;
-  if (n < kIntentHeaderSize) return unused;
-  bool header_ok = std::memcmp(p, kIntentMagic, 8) == 0 && LoadLE64(p + 40) == Xxh3_64(p, 40);
-  if (!header_ok && n == kIntentHeaderSize) return unused;
-  if (std::memcmp(p, kIntentMagic, 8) != 0) return Corrupt(file, 0, "bad intent log magic");
-  uint64_t want = LoadLE64(p + 40), got = Xxh3_64(p, 40);
-  if (want != got) return Corrupt(file, 40, "intent log header checksum mismatch");
-  uint16_t version = LoadLE16(p + 8);
-  if (version != kIntentVersion) {
-    return Status::Unsupported(file + ": intent log version " + std::to_string(version));
+}  // namespace
+
+void EncodeIntentSector(uint64_t epoch, uint64_t seq, std::span<const IntentRange> ranges,
+                        uint8_t out[kIntentSectorSize]) {
+  std::memset(out, 0, kIntentSectorSize);
+  StoreLE64(out, seq);
+  StoreLE16(out + 8, static_cast<uint16_t>(ranges.size()));
+  uint8_t* e = out + 16;
+  for (const IntentRange& r : ranges) {
+    StoreLE64(e, r.first);
+    StoreLE32(e + 8, r.count);
+    e += kIntentEntrySize;
   }
-  if (LoadLE16(p + 10) != kIntentHeaderSize) return Corrupt(file, 10, "bad intent log header size");
-  if (LoadLE32(p + 12) != 0) return Status::Unsupported(file + ": unknown intent log features");
+  StoreLE64(out + 504, SectorCheck(epoch, out));
+}
+
+IntentLogDecoder::IntentLogDecoder(IntentLogContents c, uint64_t size, std::string file)
+    : c_(std::move(c)), file_size_(size),
+      regions_(IntentRegionCount(c_.header.disk_size, c_.header.region_shift)), file_(std::move(file)) {}
+
+Result<IntentLogDecoder> IntentLogDecoder::Start(std::span<const uint8_t> in, uint64_t size,
+                                                 const std::string& file) {
+  const uint8_t* p = in.data();
+  // A log is published (renamed into place) only after its header and its
+  // whole capacity are durable (§4.4), so every defect below is damage.
+  if (in.size() < 10 || std::memcmp(p, kIntentMagic, 8) != 0) {
+    return Corrupt(file, 0, "bad intent log magic (" + std::to_string(size) + "-byte file)");
+  }
+  const uint16_t version = LoadLE16(p + 8);
+  if (version != kIntentVersion) {
+    return Status::Unsupported(file + ": intent log version " + std::to_string(version) +
+                               (version == 1 ? " cannot tell a torn record from a damaged one"
+                                             : " is not known to this reader"));
+  }
+  if (size < kIntentSectorSize || in.size() < kIntentSectorSize) {
+    return Corrupt(file, size, "intent log truncated (" + std::to_string(size) +
+                                   " bytes, shorter than its 512-byte header)");
+  }
+  const uint64_t want = LoadLE64(p + 504), got = Xxh3_64(p, 504);
+  if (want != got) {
+    return Corrupt(file, 504, "intent log header checksum mismatch (stored " + Hex(want) + ", computed " +
+                                  Hex(got) + ")");
+  }
+  if (LoadLE16(p + 10) != kIntentSectorSize) return Corrupt(file, 10, "bad intent log header size");
+  if (LoadLE32(p + 12) != 0) {
+    return Status::Unsupported(file + ": unknown incompatible intent log features " + Hex(LoadLE32(p + 12)));
+  }
   IntentLogContents c;
   c.header.region_shift = p[16];
   c.header.epoch = LoadLE64(p + 24);
   c.header.disk_size = LoadLE64(p + 32);
+  c.header.capacity = LoadLE64(p + 40);
   if (c.header.region_shift < Granularity::kMinShift || c.header.region_shift > 40) {
     return Corrupt(file, 16, "bad intent region shift " + std::to_string(c.header.region_shift));
   }
   if (c.header.disk_size > kMaxDiskSize) return Corrupt(file, 32, "bad disk size");
-  uint64_t regions = (c.header.disk_size >> c.header.region_shift) +
-                     ((c.header.disk_size & ((uint64_t{1} << c.header.region_shift) - 1)) != 0);
-  uint64_t at = kIntentHeaderSize;
-  uint64_t first_bad = 0;
-  bool have_bad = false;
-  for (; at + kIntentRecordSize <= n; at += kIntentRecordSize) {
-    uint64_t region = LoadLE64(p + at);
-    bool ok = LoadLE64(p + at + 8) == RecordCheck(c.header.epoch, region) && region < regions;
-    if (!ok) {
-      if (!have_bad) first_bad = at;
-      have_bad = true;
+  const uint64_t max_cap = IntentMaxCapacity(c.header.disk_size, c.header.region_shift);
+  if (c.header.capacity < 2 || c.header.capacity > max_cap) {
+    return Corrupt(file, 40, "bad intent log capacity " + std::to_string(c.header.capacity) + " sectors");
+  }
+  if (size / kIntentSectorSize < c.header.capacity) {
+    return Corrupt(file, size, "intent log truncated (" + std::to_string(size) + " bytes, its header records " +
+                                   std::to_string(c.header.capacity * kIntentSectorSize) + ")");
+  }
+  return IntentLogDecoder(std::move(c), size, file);
+}
+
+Status IntentLogDecoder::Feed(uint64_t offset, std::span<const uint8_t> bytes) {
+  if (offset != next_) return Corrupt(file_, offset, "intent log read out of order");
+  const uint64_t cap_end = c_.header.capacity * kIntentSectorSize;
+  for (size_t at = 0; at < bytes.size(); at += kIntentSectorSize) {
+    const uint64_t off = offset + at;
+    std::span<const uint8_t> sec = bytes.subspan(at, std::min<size_t>(kIntentSectorSize, bytes.size() - at));
+    if (off >= cap_end) {
+      // Zeros past the capacity are an extension whose header update a
+      // crash cut off (§4.4); records are never written there.
+      if (!AllZero(sec)) return Corrupt(file_, off, "non-zero bytes past the intent log's recorded capacity");
       continue;
     }
-    if (have_bad) {
-      return Corrupt(file, first_bad, "bad intent record followed by a valid one");
+    if (AllZero(sec)) {  // never written
+      if (first_zero_ == 0) first_zero_ = off;
+      continue;
     }
-    c.regions.push_back(region);
+    const uint64_t seq = off / kIntentSectorSize;
+    const uint8_t* p = sec.data();
+    const uint32_t n = LoadLE16(p + 8);
+    bool ok = sec.size() == kIntentSectorSize && LoadLE64(p + 504) == SectorCheck(c_.header.epoch, p) &&
+              LoadLE64(p) == seq && n >= 1 && n <= kIntentSectorEntries;
+    std::vector<IntentRange> got;
+    for (uint32_t i = 0; ok && i < n; ++i) {
+      IntentRange r{LoadLE64(p + 16 + i * kIntentEntrySize), LoadLE32(p + 16 + i * kIntentEntrySize + 8)};
+      ok = r.count >= 1 && r.first < regions_ && r.count <= regions_ - r.first;
+      got.push_back(r);
+    }
+    if (!ok) {
+      return Corrupt(file_, off, "damaged intent record sector " + std::to_string(seq) +
+                                     " (neither a valid commit nor never written)");
+    }
+    if (first_zero_ != 0) {
+      return Corrupt(file_, first_zero_, "zeroed intent record sector before the valid commit at " + Hex(off));
+    }
+    c_.ranges.insert(c_.ranges.end(), got.begin(), got.end());
+    ++c_.commits;
   }
-  uint64_t valid_end = have_bad ? first_bad : at;
-  c.torn_tail_bytes = n - valid_end;
-  return c;
+  next_ = offset + bytes.size();
+  return Status::Ok();
+}
+
+Result<IntentLogContents> IntentLogDecoder::Finish() {
+  if (next_ < file_size_) return Corrupt(file_, next_, "intent log not read to its end");
+  return std::move(c_);
+}
+
+Result<IntentLogContents> DecodeIntentLog(std::span<const uint8_t> in, const std::string& file) {
+  STRATA_ASSIGN_OR_RETURN(IntentLogDecoder d,
+                          IntentLogDecoder::Start(in.first(std::min<size_t>(in.size(), kIntentSectorSize)),
+                                                  in.size(), file));
+  if (in.size() > kIntentSectorSize) STRATA_RETURN_IF_ERROR(d.Feed(kIntentSectorSize, in.subspan(kIntentSectorSize)));
+  return d.Finish();
 }
 
 std::string GenFileName(uint64_t id) {
@@ -253,6 +338,28 @@ bool ParseIdFileName(const std::string& name, const std::string& prefix, const s
   }
   *id = v;
   return true;
+}
+
+bool IsOwnTemporaryName(const std::string& name) {
+  const size_t at = name.find(".tmp.");
+  if (at == std::string::npos) return false;
+  const std::string base = name.substr(0, at), tail = name.substr(at + 5);
+  uint64_t id;
+  if (base != "MANIFEST" && !ParseIdFileName(base, "gen-", ".xset", &id) &&
+      !ParseIdFileName(base, "active-", ".xset", &id) && !ParseIdFileName(base, "intent-", ".log", &id)) {
+    return false;
+  }
+  auto all_of = [](const std::string& t, bool hex) {
+    if (t.empty()) return false;
+    for (char c : t) {
+      if (!(c >= '0' && c <= '9') && !(hex && c >= 'a' && c <= 'f')) return false;
+    }
+    return true;
+  };
+  if (tail.size() == 12 && all_of(tail, true)) return true;
+  const size_t dot = tail.find('.');
+  return dot != std::string::npos && all_of(tail.substr(0, dot), false) &&
+         all_of(tail.substr(dot + 1), false);
 }
 
 }  // namespace strata::tracker_internal

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "extents/status.h"
+#include "strata/status.h"
 
 namespace strata::tracker_internal {
 
@@ -31,6 +31,7 @@ inline constexpr uint8_t kFlagIntentLog = 2;      // intent log enabled
 inline constexpr uint8_t kFlagActiveUnknown = 4;  // active generation lost
 // Checkpoint entry flags.
 inline constexpr uint32_t kEntryGenerationUnknown = 1;
+inline constexpr uint32_t kEntryQuiesced = 2;  // taken inside a freeze window that held
 
 struct ManifestEntry {
   uint64_t checkpoint_id = 0;
@@ -61,31 +62,75 @@ std::string EncodeManifest(const Manifest& m);
 // newer version or unknown incompatible feature bits.
 Result<Manifest> DecodeManifest(std::span<const uint8_t> bytes, const std::string& file);
 
-// §4: intent log.
+// §4: intent log, version 2. The file is a sequence of 512-byte sectors:
+// sector 0 is the header, sector k >= 1 holds the k-th group commit. Every
+// sector is written whole at a sector-aligned offset (one sector write is
+// atomic), so an acknowledged commit is a valid sector and a never-written
+// one is all zero; anything else is damage.
 inline constexpr char kIntentMagic[8] = {'S', 'T', 'R', 'A', 'T', 'A', 'I', 'L'};
-inline constexpr uint16_t kIntentVersion = 1;
-inline constexpr uint16_t kIntentHeaderSize = 48;
-inline constexpr uint32_t kIntentRecordSize = 16;
+inline constexpr uint16_t kIntentVersion = 2;
+inline constexpr uint32_t kIntentSectorSize = 512;
+inline constexpr uint32_t kIntentEntrySize = 12;          // LE64 first region, LE32 count
+inline constexpr uint32_t kIntentSectorEntries = 40;      // (512 - 16 - 8) / 12
+inline constexpr uint64_t kIntentInitialCapacity = 16;    // sectors, header included
 
 struct IntentHeader {
   uint64_t epoch = 0;
   uint64_t disk_size = 0;
   uint8_t region_shift = 26;
+  uint64_t capacity = 0;  // sectors the file is preallocated to, header included
 };
-std::string EncodeIntentHeader(const IntentHeader& h);
-// One record: region index and its checksum (bound to the epoch).
-void EncodeIntentRecord(uint64_t epoch, uint64_t region, uint8_t out[kIntentRecordSize]);
+// Regions [first, first + count) may have been written.
+struct IntentRange {
+  uint64_t first = 0;
+  uint32_t count = 0;
+  bool operator==(const IntentRange&) const = default;
+};
+
+// Regions of a disk of `disk_size` bytes at 2^shift bytes per region.
+uint64_t IntentRegionCount(uint64_t disk_size, uint32_t shift);
+// The largest capacity a log may need: one sector per commit and every
+// commit records at least one region not recorded before in the epoch.
+uint64_t IntentMaxCapacity(uint64_t disk_size, uint32_t shift);
+
+// The 512-byte header sector.
+std::vector<uint8_t> EncodeIntentHeader(const IntentHeader& h);
+// Record sector number `seq` (>= 1) holding 1..kIntentSectorEntries ranges.
+void EncodeIntentSector(uint64_t epoch, uint64_t seq, std::span<const IntentRange> ranges,
+                        uint8_t out[kIntentSectorSize]);
 
 struct IntentLogContents {
   IntentHeader header;
-  std::vector<uint64_t> regions;  // as recorded (may repeat)
-  uint64_t torn_tail_bytes = 0;   // bytes after the last valid record
+  std::vector<IntentRange> ranges;  // as recorded (may overlap)
+  uint64_t commits = 0;             // valid record sectors
 };
-// Torn tails (bad records or a partial record with nothing valid after them)
-// are dropped: their fsync never completed, so no mark relied on them. A bad
-// record followed by a valid one is kCorruption. A file shorter than a
-// header, or exactly header-sized with an invalid header, was never in use:
-// empty contents (its bytes counted as torn tail).
+
+// Reads a log sector by sector (pure: the caller supplies the bytes), so a
+// large log need not be held in memory. Every failure is kCorruption naming
+// `file` and the byte offset, except a log of another version (kUnsupported:
+// version 1 cannot tell a torn record from a damaged one, §4.5).
+class IntentLogDecoder {
+ public:
+  // `first` holds the file's first min(size, 512) bytes.
+  static Result<IntentLogDecoder> Start(std::span<const uint8_t> first, uint64_t file_size,
+                                        const std::string& file);
+  const IntentHeader& header() const { return c_.header; }
+  // Feeds bytes at `offset` (a multiple of 512, consecutive from 512; the
+  // last piece may end with a partial sector at end of file).
+  Status Feed(uint64_t offset, std::span<const uint8_t> bytes);
+  // After every byte of the file was fed.
+  Result<IntentLogContents> Finish();
+
+ private:
+  IntentLogDecoder(IntentLogContents c, uint64_t size, std::string file);
+  IntentLogContents c_;
+  uint64_t file_size_;
+  uint64_t regions_;
+  std::string file_;
+  uint64_t next_ = kIntentSectorSize;  // offset expected next
+  uint64_t first_zero_ = 0;            // offset of the first never-written sector, 0: none yet
+};
+// The whole file at once (tests, small logs).
 Result<IntentLogContents> DecodeIntentLog(std::span<const uint8_t> bytes, const std::string& file);
 
 // File names inside the state directory (§2).
@@ -95,6 +140,11 @@ std::string IntentFileName(uint64_t epoch);  // "intent-%016x.log"
 // Parses "<prefix>%016x<suffix>"; false when `name` does not match.
 bool ParseIdFileName(const std::string& name, const std::string& prefix,
                      const std::string& suffix, uint64_t* id);
+// Whether `name` is a temporary of WriteFileAtomic for one of this
+// directory's own files: "<file>.tmp.<12 hex>" (Env::WriteFileAtomic) or
+// "<file>.tmp.<pid>.<number>" (writers before include/strata/env.h), where <file> is
+// MANIFEST or a gen-/active-/intent- name above (§2).
+bool IsOwnTemporaryName(const std::string& name);
 
 }  // namespace strata::tracker_internal
 

@@ -1,6 +1,6 @@
-#include "engine/tracker/tracked_device.h"
+#include "strata/tracked_device.h"
 
-#include "extents/units.h"
+#include "strata/units.h"
 
 namespace strata {
 

@@ -6,7 +6,7 @@
 #include <set>
 
 #include "extents/endian.h"
-#include "extents/units.h"
+#include "strata/units.h"
 
 namespace strata::qcow2 {
 
@@ -226,13 +226,16 @@ Result<Header> ParseHeader(std::span<const uint8_t> head, uint64_t file_size,
                                "images (method " + std::to_string(h.crypt_method) +
                                ") are not supported");
   }
-  if ((h.incompatible_features & kIncompatDataFile) || h.has_data_file) {
+  if (h.data_file_bit() && (!h.has_data_file || h.data_file.empty())) {
+    // QEMU then needs the data file given on its command line.
     return Status::Unsupported(image + ": qcow2 header field incompatible_features at 0x48: "
-                               "external data file" +
-                               (h.has_data_file ? " '" + h.data_file + "'" : std::string()) +
-                               " is not supported");
+                               "external data file bit set but the image does not name "
+                               "its data file");
   }
-  if (h.autoclear_features & kAutoclearDataFileRaw) {
+  if (h.data_file_bit() && h.data_file.find('\0') != std::string::npos) {
+    return Corrupt(image, "data file name extension", h.header_length, "contains a NUL byte");
+  }
+  if (!h.data_file_bit() && (h.autoclear_features & kAutoclearDataFileRaw)) {
     return Corrupt(image, "qcow2 header field autoclear_features", 88,
                    "data-file-raw bit set without an external data file");
   }
@@ -325,6 +328,7 @@ Result<Mapping> DecodeL2(uint64_t entry, uint64_t bitmap, uint32_t sc, const Hea
                               std::to_string(index) + ": " + why);
   };
   if (entry & kL2Compressed) {
+    if (h.data_file_bit()) return bad("compressed cluster in an image with an external data file");
     if (h.extended_l2() && bitmap != 0) return bad("compressed cluster with a subcluster bitmap");
     // §4: x = 62 - (cluster_bits - 8) offset bits, then the sector count.
     const uint32_t shift = 62 - (h.cluster_bits - 8);
@@ -338,12 +342,15 @@ Result<Mapping> DecodeL2(uint64_t entry, uint64_t bitmap, uint32_t sc, const Hea
     return m;
   }
   const uint64_t off = entry & kOffsetMask;
+  // qcow2_get_cluster_type(): offset 0 is ambiguous with an external data
+  // file; every data-file cluster has refcount 1, so COPIED marks it allocated.
+  const bool allocated = off != 0 || (h.data_file_bit() && (entry & kL2Copied));
   if (!h.extended_l2()) {
     if (entry & kL2Zero) {
       if (h.version < 3) return bad("zero cluster in a version 2 image");
       m.kind = off ? ClusterKind::kZeroAlloc : ClusterKind::kZeroPlain;
     } else {
-      m.kind = off ? ClusterKind::kNormal : ClusterKind::kUnallocated;
+      m.kind = allocated ? ClusterKind::kNormal : ClusterKind::kUnallocated;
     }
   } else {
     if ((bitmap >> 32) & bitmap & 0xffffffffu) {
@@ -351,7 +358,7 @@ Result<Mapping> DecodeL2(uint64_t entry, uint64_t bitmap, uint32_t sc, const Hea
     }
     const bool zero = (bitmap >> (32 + sc)) & 1;
     const bool alloc = (bitmap >> sc) & 1;
-    if (off) {
+    if (allocated) {
       m.kind = zero ? ClusterKind::kZeroAlloc
                     : (alloc ? ClusterKind::kNormal : ClusterKind::kUnallocatedAlloc);
     } else {
@@ -376,7 +383,9 @@ Result<std::vector<SnapshotEntry>> ParseSnapshotTable(std::span<const uint8_t> t
   for (uint32_t i = 0; i < h.nb_snapshots; ++i) {
     const uint64_t at = h.snapshots_offset + pos;
     std::string what = "snapshot table entry " + std::to_string(i);
-    if (limit - pos < 40) return Corrupt(image, what, at, "runs past the snapshot table");
+    if (pos >= limit || limit - pos < 40) {
+      return Corrupt(image, what, at, "runs past the snapshot table");
+    }
     const uint8_t* p = table.data() + pos;
     SnapshotEntry s;
     s.l1_table_offset = LoadBE64(p);
@@ -391,9 +400,13 @@ Result<std::vector<SnapshotEntry>> ParseSnapshotTable(std::span<const uint8_t> t
     if (extra > kMaxSnapshotExtra) {
       return Corrupt(image, what, at, "extra data size " + std::to_string(extra) + " > 1024");
     }
-    uint64_t len = 40 + uint64_t{extra} + id_size + name_size;
-    len = (len + 7) & ~uint64_t{7};
-    if (len > limit - pos) return Corrupt(image, what, at, "runs past the snapshot table");
+    // Only the entry's own bytes must be present: QEMU pads each entry to 8
+    // bytes but never writes the padding of the last one, so a table that
+    // ends the file is 1-7 bytes short of its padded length (and QEMU never
+    // reads that padding either: qcow2_read_snapshots rounds the offset up).
+    const uint64_t raw_len = 40 + uint64_t{extra} + id_size + name_size;
+    if (raw_len > limit - pos) return Corrupt(image, what, at, "runs past the snapshot table");
+    const uint64_t len = (raw_len + 7) & ~uint64_t{7};
     const uint8_t* x = p + 40;
     if (extra >= 8) s.vm_state_size = LoadBE64(x);
     if (extra >= 16) {

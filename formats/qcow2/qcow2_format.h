@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "extents/status.h"
+#include "strata/status.h"
 
 namespace strata::qcow2 {
 
@@ -101,6 +101,10 @@ struct Header {
   uint32_t l2_entry_bytes() const { return extended_l2() ? 16 : 8; }
   // Guest bytes one L2 table maps.
   uint64_t l2_span() const { return l2_entries() << cluster_bits; }
+  // Incompatible bit 2: guest data lives in an external data file at host
+  // offset == guest offset (an extension without the bit is ignored, as in QEMU).
+  bool data_file_bit() const { return (incompatible_features & kIncompatDataFile) != 0; }
+  bool data_file_raw() const { return (autoclear_features & kAutoclearDataFileRaw) != 0; }
   uint64_t subcluster_size() const { return extended_l2() ? cluster_size() / 32 : cluster_size(); }
 };
 
@@ -153,7 +157,9 @@ struct Mapping {
 };
 
 // Decodes entry `index` of the L2 table at `l2_offset` for subcluster
-// `sc` (0 without extended L2). `entry` is the first u64, `bitmap` the
+// `sc` (0 without extended L2). With an external data file, host offset 0
+// with the COPIED bit is an allocated cluster at offset 0, and compressed
+// clusters are corruption (as in QEMU). `entry` is the first u64, `bitmap` the
 // second (extended L2 only). Invalid combinations are kCorruption naming the
 // L2 table offset and entry index.
 Result<Mapping> DecodeL2(uint64_t entry, uint64_t bitmap, uint32_t sc, const Header& h,

@@ -1,8 +1,9 @@
 // qcow2 driver: opening (header, backing chain), the L2 cache, guest reads
 // and block status. Metadata-only features (bitmaps, snapshot diff) are in
 // qcow2_metadata.cc. § numbers refer to /work/shared/reference/qcow2.md.
-#include "formats/qcow2/qcow2_image.h"
+#include "strata/qcow2_image.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -175,6 +176,16 @@ Status Lookup(Core& c, const View& v, uint64_t offset, uint64_t max, Run* run) {
   const bool has_host = m.kind == ClusterKind::kNormal || m.kind == ClusterKind::kZeroAlloc ||
                         m.kind == ClusterKind::kUnallocatedAlloc;
   run->host = has_host ? m.host_offset + (offset & (cs - 1)) : 0;
+  // With an external data file, host offset == guest offset (QEMU:
+  // "External data file host cluster offset ... does not match").
+  auto check_data_file = [&](uint64_t host_cluster, uint64_t guest, uint64_t i) -> Status {
+    if (!h.data_file_bit() || host_cluster == (guest & ~(cs - 1))) return Status::Ok();
+    return Status::Corruption(c.name + ": L2 table at " + Hex(l2) + " entry " +
+                              std::to_string(i) + ": external data file cluster offset " +
+                              Hex(host_cluster) + " differs from guest offset " +
+                              Hex(guest & ~(cs - 1)));
+  };
+  if (has_host) STRATA_RETURN_IF_ERROR(check_data_file(m.host_offset, offset, idx));
   // Extend over following subclusters / clusters of the same kind (and,
   // for host-bearing kinds, contiguous host offsets).
   uint64_t len = std::min(limit, sc_size - (offset & (sc_size - 1)));
@@ -189,6 +200,7 @@ Status Lookup(Core& c, const View& v, uint64_t offset, uint64_t max, Run* run) {
     STRATA_ASSIGN_OR_RETURN(Mapping n, DecodeL2(e, bm, s, h, l2, i, c.name));
     if (n.kind != m.kind) break;
     if (has_host && n.host_offset + (pos & (cs - 1)) != run->host + len) break;
+    if (has_host) STRATA_RETURN_IF_ERROR(check_data_file(n.host_offset, pos, i));
     len += std::min(limit - len, sc_size);
   }
   run->length = len;
@@ -199,7 +211,8 @@ namespace {
 
 struct ChainState {
   std::vector<std::pair<dev_t, ino_t>> seen;
-  int depth = 0;
+  std::vector<std::string> allowed;  // canonical directories chain files may lie in
+  bool probe_backing_format = false;
 };
 
 class Qcow2ImageImpl : public Qcow2Image {
@@ -228,7 +241,7 @@ class Qcow2ImageImpl : public Qcow2Image {
       switch (r.kind) {
         case ClusterKind::kNormal:
           // Lenient like QEMU: a data cluster past end of file reads as zeros.
-          STRATA_RETURN_IF_ERROR(c.file->ReadZeroPadded(r.host, piece));
+          STRATA_RETURN_IF_ERROR(c.data().ReadZeroPadded(r.host, piece));
           break;
         case ClusterKind::kZeroPlain:
         case ClusterKind::kZeroAlloc:
@@ -274,6 +287,10 @@ class Qcow2ImageImpl : public Qcow2Image {
           e.data = true;
           e.has_offset = true;
           e.offset = r.host;
+          // QEMU's BDRV_BLOCK_RECURSE: for metadata-preallocated images,
+          // block status asks the file holding the data (the image or its
+          // external data file) with SEEK_DATA/SEEK_HOLE and reports its
+          // holes as zero.
           if (c.metadata_prealloc) {
             STRATA_RETURN_IF_ERROR(SplitByHostHoles(e, out));
             pos += r.length;
@@ -385,10 +402,12 @@ class Qcow2ImageImpl : public Qcow2Image {
     return v;
   }
 
-  // Metadata-preallocated images: QEMU asks the host file (SEEK_DATA /
-  // SEEK_HOLE) and reports holes, or bytes past its end, as zero.
+  // Metadata-preallocated images: QEMU asks the file holding the data
+  // (SEEK_DATA / SEEK_HOLE) and reports holes, or bytes past its end, as zero.
   Status SplitByHostHoles(const MapEntry& e, std::vector<MapEntry>* out) {
     Core& c = *core_;
+    const int fd = c.data().fd();
+    const uint64_t file_size = c.data_size();
     uint64_t done = 0;
     while (done < e.length) {
       MapEntry p = e;
@@ -396,11 +415,11 @@ class Qcow2ImageImpl : public Qcow2Image {
       p.offset = e.offset + done;
       uint64_t left = e.length - done;
       uint64_t host = p.offset;
-      if (host >= c.file_size) {
+      if (host >= file_size) {
         p.zero = true;
         p.length = left;
       } else {
-        off_t data = ::lseek(c.file->fd(), static_cast<off_t>(host), SEEK_DATA);
+        off_t data = ::lseek(fd, static_cast<off_t>(host), SEEK_DATA);
         if (data < 0 && errno == ENXIO) {  // trailing hole
           p.zero = true;
           p.length = left;
@@ -410,7 +429,7 @@ class Qcow2ImageImpl : public Qcow2Image {
           p.zero = true;
           p.length = std::min<uint64_t>(left, static_cast<uint64_t>(data) - host);
         } else {
-          off_t hole = ::lseek(c.file->fd(), static_cast<off_t>(host), SEEK_HOLE);
+          off_t hole = ::lseek(fd, static_cast<off_t>(host), SEEK_HOLE);
           uint64_t n = hole > static_cast<off_t>(host) ? static_cast<uint64_t>(hole) - host : left;
           n = (n + 511) & ~uint64_t{511};  // QEMU rounds a partial sector at EOF up
           p.length = std::min(left, n);
@@ -427,8 +446,17 @@ class Qcow2ImageImpl : public Qcow2Image {
   bool is_active_;  // the active L1 (COPIED bits meaningful), not a snapshot view
 };
 
-Result<std::unique_ptr<Image>> OpenLayer(const std::string& path, const std::string& format,
+// Opens a chain file named by image `referrer` (a backing file of format
+// `format`) under the chain's rules. `file` is already open and checked.
+Result<std::unique_ptr<Image>> OpenLayer(std::unique_ptr<File> file, const std::string& format,
                                          ChainState* chain);
+
+// QEMU treats "proto:..." names (json:, nbd:, ...) as protocols; we refuse them.
+bool IsProtocolName(const std::string& n) {
+  if (n.rfind("json:", 0) == 0) return true;
+  size_t colon = n.find(':');
+  return colon != std::string::npos && colon < n.find('/');
+}
 
 Result<std::unique_ptr<Qcow2ImageImpl>> OpenFromFile(std::unique_ptr<File> file,
                                                      const std::string& path, ChainState* chain) {
@@ -436,7 +464,31 @@ Result<std::unique_ptr<Qcow2ImageImpl>> OpenFromFile(std::unique_ptr<File> file,
   core->name = file->name();
   STRATA_ASSIGN_OR_RETURN(core->file_size, file->Size());
   core->file = std::move(file);
-  std::vector<uint8_t> head(std::min<uint64_t>(core->file_size, uint64_t{1} << kMaxClusterBits));
+  // Read the header cluster and nothing beyond it. Bytes past it belong to
+  // other clusters, possibly guest data; on ext4, reading an unwritten
+  // (fallocated) extent into the page cache turns it from "hole" into
+  // "data" for SEEK_DATA, and QEMU's block status asks SEEK_DATA on
+  // metadata-preallocated images (DetectMetadataPreallocation). Reading
+  // 2 MiB here once changed what both QEMU and strata reported afterwards.
+  // No readahead for the whole life of the file, for the same reason:
+  // metadata reads (L2 tables) must not pull neighbouring data clusters in.
+  // Guest data reads are large preads of host-contiguous runs and do not
+  // need it.
+  if (core->file->fd() >= 0) {
+    (void)::posix_fadvise(core->file->fd(), 0, 0, POSIX_FADV_RANDOM);
+  }
+  uint64_t head_len = std::min<uint64_t>(core->file_size, 512);
+  {
+    uint8_t first[24] = {};
+    if (core->file_size >= sizeof first) {
+      STRATA_RETURN_IF_ERROR(core->file->ReadFull(0, first));
+      const uint32_t bits = LoadBE32(first + 20);
+      if (bits >= kMinClusterBits && bits <= kMaxClusterBits) {
+        head_len = std::min<uint64_t>(core->file_size, uint64_t{1} << bits);
+      }
+    }
+  }
+  std::vector<uint8_t> head(head_len);
   if (!head.empty()) STRATA_RETURN_IF_ERROR(core->file->ReadFull(0, head));
   STRATA_ASSIGN_OR_RETURN(core->h, ParseHeader(head, core->file_size, core->name));
   const Header& h = core->h;
@@ -453,11 +505,24 @@ Result<std::unique_ptr<Qcow2ImageImpl>> OpenFromFile(std::unique_ptr<File> file,
   info.backing_file = h.backing_file;
   info.backing_format = h.backing_format;
   info.snapshot_count = h.nb_snapshots;
+  if (h.data_file_bit()) {
+    info.data_file = h.data_file;
+    info.data_file_raw = h.data_file_raw();
+  }
 
   if (h.nb_snapshots > 0) {
     uint64_t avail = std::min<uint64_t>(core->file_size - h.snapshots_offset, kMaxSnapshotTableBytes);
-    // Read in growing steps so a small table costs little.
-    uint64_t want = std::min<uint64_t>(avail, uint64_t{h.nb_snapshots} * 128 + 4096);
+    // Walk the entries' fixed parts to learn the table's length, then read
+    // exactly that (nothing past it: see the file head above).
+    uint64_t want = 0;
+    for (uint32_t i = 0; i < h.nb_snapshots && want + 40 <= avail; ++i) {
+      uint8_t fixed[40];
+      STRATA_RETURN_IF_ERROR(core->file->ReadFull(h.snapshots_offset + want, fixed));
+      const uint64_t raw = 40 + uint64_t{LoadBE32(fixed + 36)} + LoadBE16(fixed + 12) +
+                           LoadBE16(fixed + 14);
+      want += i + 1 < h.nb_snapshots ? (raw + 7) & ~uint64_t{7} : raw;
+    }
+    want = std::min(want, avail);
     for (;;) {
       std::vector<uint8_t> table(want);
       STRATA_RETURN_IF_ERROR(core->file->ReadFull(h.snapshots_offset, table));
@@ -483,28 +548,47 @@ Result<std::unique_ptr<Qcow2ImageImpl>> OpenFromFile(std::unique_ptr<File> file,
     }
   }
 
+  if (h.data_file_bit()) {
+    // Raw by definition; resolved and checked like a backing file.
+    if (!chain) {
+      return Status::Unsupported(core->name + ": external data file '" + h.data_file +
+                                 "': data files need a path");
+    }
+    if (IsProtocolName(h.data_file)) {
+      return Status::Unsupported(core->name + ": external data file '" + h.data_file +
+                                 "': protocols are not supported");
+    }
+    STRATA_ASSIGN_OR_RETURN(core->data_file,
+                            OpenChainFile(path, h.data_file, "data file", chain->allowed));
+    STRATA_ASSIGN_OR_RETURN(core->data_file_size, core->data_file->Size());
+  }
+
   if (!h.backing_file.empty()) {
     if (!chain) {
       return Status::Unsupported(core->name + ": backing file name at " +
                                  Hex(h.backing_file_offset) + ": backing files need a path");
     }
-    std::string bname = h.backing_file;
-    if (bname.rfind("json:", 0) == 0 ||
-        (bname.find(':') != std::string::npos && bname.find(':') < bname.find('/'))) {
+    const std::string& bname = h.backing_file;
+    if (IsProtocolName(bname)) {
       return Status::Unsupported(core->name + ": backing file name at " +
                                  Hex(h.backing_file_offset) + ": protocol '" + bname +
                                  "' is not supported");
-    }
-    if (bname[0] != '/') {
-      size_t slash = path.rfind('/');
-      if (slash != std::string::npos) bname = path.substr(0, slash + 1) + bname;
     }
     std::string fmt = h.has_backing_format ? h.backing_format : "auto";
     if (fmt != "qcow2" && fmt != "raw" && fmt != "auto") {
       return Status::Unsupported(core->name + ": backing format '" + fmt + "' of '" +
                                  h.backing_file + "' is not supported");
     }
-    auto b = OpenLayer(bname, fmt, chain);
+    if (fmt == "auto" && !chain->probe_backing_format) {
+      return Status::InvalidArgument(
+          core->name + ": backing file '" + bname +
+          "' has no declared format (no backing format header extension), and strata does "
+          "not probe backing formats; declare it with `qemu-img rebase -u -b '" + bname +
+          "' -F qcow2|raw " + core->name + "`");
+    }
+    STRATA_ASSIGN_OR_RETURN(auto bfile,
+                            OpenChainFile(path, bname, "backing file", chain->allowed));
+    auto b = OpenLayer(std::move(bfile), fmt, chain);
     if (!b) return b.error().WithContext(core->name + ": backing file");
     core->backing = std::move(*b);
   }
@@ -519,8 +603,10 @@ Result<std::unique_ptr<Qcow2ImageImpl>> OpenFromFile(std::unique_ptr<File> file,
   return std::make_unique<Qcow2ImageImpl>(std::move(core), std::move(v), true);
 }
 
-Result<std::unique_ptr<Qcow2ImageImpl>> OpenPath(const std::string& path, ChainState* chain) {
-  STRATA_ASSIGN_OR_RETURN(auto file, OpenPosixFile(path, OpenMode::kReadOnly));
+// Opens one qcow2 layer from an open file, after the loop and depth checks.
+Result<std::unique_ptr<Qcow2ImageImpl>> OpenChecked(std::unique_ptr<File> file,
+                                                    ChainState* chain) {
+  const std::string path = file->name();
   struct stat st;
   if (::fstat(file->fd(), &st) != 0) return Status::FromErrno(errno, path + ": fstat");
   for (const auto& [dev, ino] : chain->seen) {
@@ -537,26 +623,29 @@ Result<std::unique_ptr<Qcow2ImageImpl>> OpenPath(const std::string& path, ChainS
   return OpenFromFile(std::move(file), path, chain);
 }
 
-Result<std::unique_ptr<Image>> OpenLayer(const std::string& path, const std::string& format,
+Result<std::unique_ptr<Image>> OpenLayer(std::unique_ptr<File> file, const std::string& format,
                                          ChainState* chain) {
   std::string fmt = format;
-  if (fmt == "auto") {
-    STRATA_ASSIGN_OR_RETURN(auto f, OpenPosixFile(path, OpenMode::kReadOnly));
+  if (fmt == "auto") {  // only with probe_backing_format
     uint8_t magic[4] = {};
-    STRATA_ASSIGN_OR_RETURN(size_t got, f->Read(0, magic));
+    STRATA_ASSIGN_OR_RETURN(size_t got, file->Read(0, magic));
     fmt = (got == 4 && LoadBE32(magic) == kMagic) ? "qcow2" : "raw";
   }
-  if (fmt == "raw") return OpenRawImage(path);
-  STRATA_ASSIGN_OR_RETURN(auto img, OpenPath(path, chain));
+  if (fmt == "raw") return OpenRawImage(std::move(file));
+  STRATA_ASSIGN_OR_RETURN(auto img, OpenChecked(std::move(file), chain));
   return std::unique_ptr<Image>(std::move(img));
 }
 
 }  // namespace
 }  // namespace qcow2
 
-Result<std::unique_ptr<Qcow2Image>> OpenQcow2Image(const std::string& path) {
+Result<std::unique_ptr<Qcow2Image>> OpenQcow2Image(const std::string& path,
+                                                   const ImageOpenOptions& options) {
   qcow2::ChainState chain;
-  STRATA_ASSIGN_OR_RETURN(auto img, qcow2::OpenPath(path, &chain));
+  chain.probe_backing_format = options.probe_backing_format;
+  STRATA_ASSIGN_OR_RETURN(auto file, OpenDiskFile(path));
+  STRATA_ASSIGN_OR_RETURN(chain.allowed, AllowedChainDirs(path, options));
+  STRATA_ASSIGN_OR_RETURN(auto img, qcow2::OpenChecked(std::move(file), &chain));
   return std::unique_ptr<Qcow2Image>(std::move(img));
 }
 

@@ -10,7 +10,7 @@
 
 #include "extents/endian.h"
 #include "formats/qcow2/qcow2_format.h"
-#include "formats/qcow2/qcow2_image.h"
+#include "strata/qcow2_image.h"
 
 namespace strata::qcow2 {
 
@@ -25,6 +25,12 @@ struct Core {
   std::vector<SnapshotEntry> snapshots;
   std::vector<Qcow2Snapshot> snapshot_infos;
   std::unique_ptr<Image> backing;  // null: none
+  // External data file (incompatible bit 2): guest data lives there at host
+  // offset == guest offset. Null: data clusters are in `file`.
+  std::unique_ptr<File> data_file;
+  uint64_t data_file_size = 0;
+  File& data() { return data_file ? *data_file : *file; }
+  uint64_t data_size() const { return data_file ? data_file_size : file_size; }
 
   // Bounded LRU cache of L2 tables keyed by host offset.
   size_t l2_cache_max = 16;

@@ -23,9 +23,9 @@
 #include <cstdint>
 #include <span>
 
-#include "extents/extent_set.h"
-#include "extents/status.h"
-#include "extents/units.h"
+#include "strata/extent_set.h"
+#include "strata/status.h"
+#include "strata/units.h"
 
 namespace strata {
 

@@ -116,7 +116,7 @@ Result<std::unique_ptr<Image>> OpenRawImage(std::unique_ptr<File> file) {
 }
 
 Result<std::unique_ptr<Image>> OpenRawImage(const std::string& path) {
-  STRATA_ASSIGN_OR_RETURN(auto file, OpenPosixFile(path, OpenMode::kReadOnly));
+  STRATA_ASSIGN_OR_RETURN(auto file, OpenDiskFile(path));
   return OpenRawImage(std::move(file));
 }
 

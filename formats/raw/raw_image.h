@@ -5,8 +5,8 @@
 #include <memory>
 #include <string>
 
-#include "formats/file.h"
-#include "formats/image.h"
+#include "strata/file.h"
+#include "strata/image.h"
 
 namespace strata {
 
@@ -14,7 +14,8 @@ namespace strata {
 // is its length rounded up to 512 bytes (the tail reads as zeros); a block
 // device's size comes from BLKGETSIZE64. The block-status map comes from
 // SEEK_DATA/SEEK_HOLE; where the file system cannot answer, everything is
-// reported as data (as QEMU does).
+// reported as data (as QEMU does). Anything but a regular file or a block
+// device is kInvalidArgument (OpenDiskFile).
 Result<std::unique_ptr<Image>> OpenRawImage(const std::string& path);
 // Same over an already-open File (tests use MemFile: then all is data).
 Result<std::unique_ptr<Image>> OpenRawImage(std::unique_ptr<File> file);

@@ -13,7 +13,7 @@
 #include <random>
 
 #include "extents/endian.h"
-#include "formats/file.h"
+#include "strata/file.h"
 
 namespace strata {
 

@@ -14,9 +14,9 @@
 #include <string>
 #include <vector>
 
-#include "extents/extent_set.h"
-#include "extents/status.h"
-#include "extents/units.h"
+#include "strata/extent_set.h"
+#include "strata/status.h"
+#include "strata/units.h"
 #include "formats/raw/extent_map_diff.h"
 
 namespace strata {

@@ -7,8 +7,8 @@
 //
 // Thread safety: Read/Write/Sync of a PosixFile may run concurrently (they
 // are pread/pwrite); MemFile and FaultFile serialise internally.
-#ifndef STRATA_FORMATS_FILE_H_
-#define STRATA_FORMATS_FILE_H_
+#ifndef STRATA_FILE_H_
+#define STRATA_FILE_H_
 
 #include <cstdint>
 #include <cstdlib>
@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "extents/status.h"
+#include "strata/status.h"
 
 namespace strata {
 
@@ -60,6 +60,20 @@ Result<std::unique_ptr<File>> OpenPosixFile(const std::string& path, OpenMode mo
 
 // Takes ownership of an open descriptor (closed with the File).
 std::unique_ptr<File> AdoptPosixFile(const std::string& path, int fd);
+
+// Opens a disk image read-only, never blocking: the open uses O_NONBLOCK (so
+// a FIFO cannot hang it), then fstat decides and O_NONBLOCK is cleared.
+// Regular files are accepted; block devices too unless `regular_only`.
+// Anything else (a character device such as /dev/zero or /dev/null, a FIFO,
+// a socket, a directory) is kInvalidArgument with one line naming the path
+// and what it is. `no_follow` refuses a symlink as the last component
+// (callers that already resolved the path with realpath use it).
+Result<std::unique_ptr<File>> OpenDiskFile(const std::string& path, bool regular_only = false,
+                                           bool no_follow = false);
+
+// "regular file", "block device", "character device", "FIFO", "socket",
+// "directory", "symbolic link" or "special file", for a stat mode.
+const char* FileTypeName(unsigned mode);
 
 // Allocates page-aligned memory (address and size multiples of 4096), as
 // O_DIRECT needs for its buffers: std::vector<uint8_t, PageAlignedAllocator<uint8_t>>.
@@ -141,4 +155,4 @@ Status SyncDirOf(const std::string& path);
 
 }  // namespace strata
 
-#endif  // STRATA_FORMATS_FILE_H_
+#endif  // STRATA_FILE_H_

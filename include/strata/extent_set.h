@@ -17,8 +17,8 @@
 // argument errors are kInvalidArgument, never asserts.
 // Thread safety: like std::vector; const methods may run concurrently,
 // a mutating call needs exclusive access.
-#ifndef STRATA_EXTENTS_EXTENT_SET_H_
-#define STRATA_EXTENTS_EXTENT_SET_H_
+#ifndef STRATA_EXTENT_SET_H_
+#define STRATA_EXTENT_SET_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -28,8 +28,8 @@
 #include <string>
 #include <vector>
 
-#include "extents/status.h"
-#include "extents/units.h"
+#include "strata/status.h"
+#include "strata/units.h"
 
 struct roaring_bitmap_s;
 
@@ -184,4 +184,4 @@ class ExtentSet {
 
 }  // namespace strata
 
-#endif  // STRATA_EXTENTS_EXTENT_SET_H_
+#endif  // STRATA_EXTENT_SET_H_

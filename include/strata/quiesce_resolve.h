@@ -10,15 +10,15 @@
 //
 // Mount tables are parsed by libmount (util-linux); Resolve reads sysfs
 // under a configurable root so tests can build a fake tree.
-#ifndef STRATA_ENGINE_QUIESCE_RESOLVE_H_
-#define STRATA_ENGINE_QUIESCE_RESOLVE_H_
+#ifndef STRATA_RESOLVE_H_
+#define STRATA_RESOLVE_H_
 
 #include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include "extents/status.h"
+#include "strata/status.h"
 
 namespace strata::quiesce {
 
@@ -78,4 +78,4 @@ bool PathWithin(const std::string& path, const std::string& dir);
 
 }  // namespace strata::quiesce
 
-#endif  // STRATA_ENGINE_QUIESCE_RESOLVE_H_
+#endif  // STRATA_RESOLVE_H_

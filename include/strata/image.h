@@ -7,8 +7,8 @@
 //
 // Thread safety: an Image is used from one thread at a time unless the
 // implementation says otherwise.
-#ifndef STRATA_FORMATS_IMAGE_H_
-#define STRATA_FORMATS_IMAGE_H_
+#ifndef STRATA_IMAGE_H_
+#define STRATA_IMAGE_H_
 
 #include <cstdint>
 #include <functional>
@@ -18,8 +18,8 @@
 #include <string_view>
 #include <vector>
 
-#include "extents/extent_set.h"
-#include "extents/status.h"
+#include "strata/extent_set.h"
+#include "strata/status.h"
 
 namespace strata {
 
@@ -42,6 +42,43 @@ struct MapEntry {
   uint64_t offset = 0;
   bool operator==(const MapEntry&) const = default;
 };
+
+// Which other files opening an image may follow: backing files and qcow2
+// external data files ("chain files"). A raw disk is guest-writable, and a
+// guest can write a qcow2 header into it that names a host file; these rules
+// keep such a header from making strata read host files
+// (docs/formats/qcow2-support.md, "Which files a chain may name").
+//  - A chain file must be a regular file (never a device, FIFO, ...).
+//  - After resolving symlinks (realpath), it must lie inside one of
+//    `allowed_dirs` or their subdirectories. Empty `allowed_dirs` means the
+//    directory of the image being opened (the top of the chain, as named by
+//    the caller), for every layer of the chain.
+//  - A backing file's format must be declared in the image (the backing
+//    format header extension); data files are raw by definition.
+// Violations are kInvalidArgument naming the image, the chain file and the
+// rule.
+struct ImageOpenOptions {
+  std::vector<std::string> allowed_dirs;
+  // Probe the format of a backing file the image does not declare (qcow2
+  // magic or raw), as QEMU does. Off by default: probing lets file contents
+  // decide how a file is read.
+  bool probe_backing_format = false;
+};
+
+// Canonical (realpath) forms of `options.allowed_dirs`, or of the directory
+// of `top_image` when that list is empty. kNotFound / kIoError for a
+// directory that cannot be resolved.
+Result<std::vector<std::string>> AllowedChainDirs(const std::string& top_image,
+                                                  const ImageOpenOptions& options);
+
+// Resolves `name`, which image `referrer` names as its `kind` ("backing
+// file", "data file"), and opens it read-only: a relative name is relative to
+// the directory of `referrer`; the file must be a regular file inside one of
+// `allowed` (canonical directories). The returned File is named by the
+// joined (not canonical) path.
+Result<std::unique_ptr<class File>> OpenChainFile(const std::string& referrer,
+                                                  const std::string& name, const std::string& kind,
+                                                  const std::vector<std::string>& allowed);
 
 class Image {
  public:
@@ -84,4 +121,4 @@ std::string MapEntryJson(const MapEntry& e);
 
 }  // namespace strata
 
-#endif  // STRATA_FORMATS_IMAGE_H_
+#endif  // STRATA_IMAGE_H_

@@ -1,13 +1,13 @@
 // 128-bit random identifiers: archive ids, disk ids, tracker UUIDs.
-#ifndef STRATA_EXTENTS_ID128_H_
-#define STRATA_EXTENTS_ID128_H_
+#ifndef STRATA_ID128_H_
+#define STRATA_ID128_H_
 
 #include <array>
 #include <cstdint>
 #include <string>
 #include <string_view>
 
-#include "extents/status.h"
+#include "strata/status.h"
 
 namespace strata {
 
@@ -27,4 +27,4 @@ Result<Id128> Id128FromHex(std::string_view hex);
 
 }  // namespace strata
 
-#endif  // STRATA_EXTENTS_ID128_H_
+#endif  // STRATA_ID128_H_

@@ -1,6 +1,6 @@
 // XXH3 checksums used by every persistent format strata owns.
-#ifndef STRATA_EXTENTS_CHECKSUM_H_
-#define STRATA_EXTENTS_CHECKSUM_H_
+#ifndef STRATA_CHECKSUM_H_
+#define STRATA_CHECKSUM_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -19,4 +19,4 @@ Hash128 Xxh3_128(const void* data, size_t n);
 
 }  // namespace strata
 
-#endif  // STRATA_EXTENTS_CHECKSUM_H_
+#endif  // STRATA_CHECKSUM_H_

@@ -10,8 +10,8 @@
 // Restore: a chain (newest first) is resolved with extent-set subtraction so
 // each guest block is read from exactly one archive and written once; zero
 // and never-written ranges become holes; every checksum is verified.
-#ifndef STRATA_ENGINE_BACKUP_PIPELINE_H_
-#define STRATA_ENGINE_BACKUP_PIPELINE_H_
+#ifndef STRATA_PIPELINE_H_
+#define STRATA_PIPELINE_H_
 
 #include <atomic>
 #include <functional>
@@ -19,10 +19,10 @@
 #include <string>
 #include <vector>
 
-#include "engine/backup/archive.h"
-#include "extents/extent_set.h"
-#include "formats/env.h"
-#include "formats/image.h"
+#include "strata/archive.h"
+#include "strata/extent_set.h"
+#include "strata/env.h"
+#include "strata/image.h"
 
 namespace strata {
 
@@ -43,6 +43,13 @@ struct PipelineOptions {
   const std::atomic<bool>* cancel = nullptr;
 };
 
+// Where a command's time went, phase by phase, in the order they ran
+// (`--json -v` prints them; docs/design/backup.md explains them).
+struct PhaseTime {
+  std::string name;  // e.g. "open", "parent", "end point", "changes", "pipeline", "finish", "catalog"
+  double seconds = 0;
+};
+
 struct BackupStats {
   uint64_t planned_bytes = 0;  // guest bytes in the change set
   uint64_t read_bytes = 0;     // bytes read from the source (incl. gaps)
@@ -54,6 +61,7 @@ struct BackupStats {
   double seconds = 0;
   bool used_uring = false, used_direct = false, registered_buffers = false;
   std::string notice;          // e.g. why io_uring was not used
+  std::vector<PhaseTime> phases;
 };
 
 // What a --scan backup compares against: the hash of each chunk-aligned
@@ -96,6 +104,7 @@ struct RestoreStats {
   bool used_direct = false;        // aligned data written with O_DIRECT
   bool registered_buffers = false;
   std::string notice;              // e.g. why O_DIRECT or io_uring was not used
+  std::vector<PhaseTime> phases;
 };
 
 // Checks that chain[i]'s parent is chain[i+1] (id and identity), that all
@@ -135,4 +144,4 @@ Result<BackupStats> FoldIntoChild(const std::vector<const ArchiveReader*>& child
 
 }  // namespace strata
 
-#endif  // STRATA_ENGINE_BACKUP_PIPELINE_H_
+#endif  // STRATA_PIPELINE_H_

@@ -22,8 +22,8 @@
 // backend call, a journal write or a hook run, so a slow filesystem, agent
 // or hook never delays the deadline watchdog's bookkeeping or other
 // handles' filesystems.
-#ifndef STRATA_ENGINE_QUIESCE_QUIESCE_H_
-#define STRATA_ENGINE_QUIESCE_QUIESCE_H_
+#ifndef STRATA_QUIESCE_H_
+#define STRATA_QUIESCE_H_
 
 #include <chrono>
 #include <condition_variable>
@@ -36,11 +36,12 @@
 #include <thread>
 #include <vector>
 
-#include "engine/quiesce/journal.h"
-#include "engine/quiesce/resolve.h"
-#include "extents/status.h"
+#include "strata/quiesce_resolve.h"
+#include "strata/status.h"
 
 namespace strata::quiesce {
+
+class FreezeJournal;  // journal.h (internal)
 
 using Clock = std::chrono::steady_clock;
 using HandleId = uint64_t;
@@ -310,4 +311,4 @@ Result<QuiescedResult> RunQuiesced(Coordinator& coordinator, const QuiesceReques
 
 }  // namespace strata::quiesce
 
-#endif  // STRATA_ENGINE_QUIESCE_QUIESCE_H_
+#endif  // STRATA_QUIESCE_H_

@@ -1,7 +1,7 @@
 // The archive format (docs/formats/archive.md): pure encode/decode of the
 // header, index and footer. No I/O here; every size and offset is checked.
-#ifndef STRATA_ENGINE_BACKUP_ARCHIVE_FORMAT_H_
-#define STRATA_ENGINE_BACKUP_ARCHIVE_FORMAT_H_
+#ifndef STRATA_ARCHIVE_FORMAT_H_
+#define STRATA_ARCHIVE_FORMAT_H_
 
 #include <array>
 #include <cstdint>
@@ -9,10 +9,10 @@
 #include <string>
 #include <vector>
 
-#include "engine/backup/chain_point.h"
-#include "extents/checksum.h"
-#include "extents/id128.h"
-#include "extents/status.h"
+#include "strata/chain_point.h"
+#include "strata/checksum.h"
+#include "strata/id128.h"
+#include "strata/status.h"
 
 namespace strata {
 
@@ -136,4 +136,4 @@ Result<ArchiveFooter> DecodeFooter(std::span<const uint8_t> bytes, uint64_t file
 
 }  // namespace strata
 
-#endif  // STRATA_ENGINE_BACKUP_ARCHIVE_FORMAT_H_
+#endif  // STRATA_ARCHIVE_FORMAT_H_

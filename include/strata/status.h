@@ -8,8 +8,8 @@
 // switch is mechanical.
 //
 // Thread safety: values; no shared state.
-#ifndef STRATA_EXTENTS_STATUS_H_
-#define STRATA_EXTENTS_STATUS_H_
+#ifndef STRATA_STATUS_H_
+#define STRATA_STATUS_H_
 
 #include <cassert>
 #include <string>
@@ -145,4 +145,4 @@ Status ToStatus(const Result<T>& r) { return r.status(); }
 #define STRATA_ASSIGN_OR_RETURN(lhs, expr) \
   STRATA_ASSIGN_OR_RETURN_IMPL_(STRATA_CONCAT_(strata_result_, __LINE__), lhs, expr)
 
-#endif  // STRATA_EXTENTS_STATUS_H_
+#endif  // STRATA_STATUS_H_

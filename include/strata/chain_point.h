@@ -2,13 +2,13 @@
 // from or ends at (docs/formats/archive.md §3.2). One type carries start and
 // end points from the change source into the archive header, the catalog
 // and the parent lookup; nothing compares names elsewhere.
-#ifndef STRATA_ENGINE_BACKUP_CHAIN_POINT_H_
-#define STRATA_ENGINE_BACKUP_CHAIN_POINT_H_
+#ifndef STRATA_CHAIN_POINT_H_
+#define STRATA_CHAIN_POINT_H_
 
 #include <cstdint>
 #include <string>
 
-#include "extents/id128.h"
+#include "strata/id128.h"
 
 namespace strata {
 
@@ -42,4 +42,4 @@ inline constexpr size_t kMaxPointName = 1023;
 
 }  // namespace strata
 
-#endif  // STRATA_ENGINE_BACKUP_CHAIN_POINT_H_
+#endif  // STRATA_CHAIN_POINT_H_

@@ -4,17 +4,17 @@
 // crash between the two only over-reports.
 //
 // Thread safety: Write may be called concurrently (pwrite + Tracker::Mark).
-#ifndef STRATA_ENGINE_TRACKER_TRACKED_DEVICE_H_
-#define STRATA_ENGINE_TRACKER_TRACKED_DEVICE_H_
+#ifndef STRATA_TRACKED_DEVICE_H_
+#define STRATA_TRACKED_DEVICE_H_
 
 #include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
 
-#include "engine/tracker/tracker.h"
-#include "extents/status.h"
-#include "formats/file.h"
+#include "strata/tracker.h"
+#include "strata/status.h"
+#include "strata/file.h"
 
 namespace strata {
 
@@ -41,4 +41,4 @@ class TrackedDevice {
 
 }  // namespace strata
 
-#endif  // STRATA_ENGINE_TRACKER_TRACKED_DEVICE_H_
+#endif  // STRATA_TRACKED_DEVICE_H_

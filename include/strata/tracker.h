@@ -39,10 +39,15 @@
 //
 // Thread safety: Mark may be called from any number of threads at once and
 // concurrently with every other method. The other methods serialise on an
-// internal mutex. Close must not race Mark. One process at a time may open a
-// state directory read-write (flock; kBusy otherwise).
-#ifndef STRATA_ENGINE_TRACKER_TRACKER_H_
-#define STRATA_ENGINE_TRACKER_TRACKER_H_
+// internal mutex. Close must not race Mark. One opener at a time may open a
+// state directory read-write (an exclusive OFD lock on LOCK through Env::Lock;
+// kBusy otherwise); read-only opens share a shared lock.
+//
+// I/O. Every file, directory listing, lock and sync goes through the Env of
+// the options (include/strata/env.h; Env::Default() is the local file system), so
+// tests run the same code over FaultEnv and cut the power at any call.
+#ifndef STRATA_TRACKER_H_
+#define STRATA_TRACKER_H_
 
 #include <array>
 #include <chrono>
@@ -51,14 +56,15 @@
 #include <string>
 #include <vector>
 
-#include "extents/extent_set.h"
-#include "extents/status.h"
-#include "extents/units.h"
+#include "strata/extent_set.h"
+#include "strata/status.h"
+#include "strata/units.h"
+#include "strata/env.h"
 
 namespace strata {
 
 struct TrackerOptions {
-  // Disk size in bytes (Create only; at most 2^63).
+  // Disk size in bytes (Create only; 1 .. 2^63).
   uint64_t disk_size = 0;
   // Block size of the tracked bitmap (Create only): 512 B .. 64 MiB.
   uint64_t granularity_bytes = Granularity::kDefaultBytes;
@@ -67,6 +73,8 @@ struct TrackerOptions {
   bool intent_log = true;
   // log2 of the intent-log region size (Create only); default 64 MiB.
   uint32_t intent_region_shift = 26;
+  // Where the state directory lives (not owned; must outlive the tracker).
+  Env* env = Env::Default();
 };
 
 struct OpenOptions {
@@ -76,6 +84,8 @@ struct OpenOptions {
   // Flush the active generation every `flush_interval` from a background
   // thread (zero: only on Checkpoint, Flush and Close).
   std::chrono::milliseconds flush_interval{0};
+  // Where the state directory lives (not owned; must outlive the tracker).
+  Env* env = Env::Default();
 };
 
 struct CheckpointInfo {
@@ -84,6 +94,9 @@ struct CheckpointInfo {
   int64_t created_unix_ns = 0;   // wall clock at creation
   uint64_t changed_bytes = 0;    // bytes in the generation this checkpoint sealed
   bool generation_unknown = false;  // that generation's information was lost
+  // Taken inside a freeze window that held until after the checkpoint
+  // (recorded by SetQuiesced once the window's verdict is known).
+  bool quiesced = false;
 };
 
 // What Open found.
@@ -124,6 +137,10 @@ class Tracker {
   // batched fsync the first time a region is touched after a flush.
   Status Mark(uint64_t offset, uint64_t length);
 
+  // kInvalidArgument unless `name` is a valid checkpoint name: 1..255 bytes,
+  // no control characters. (Callers can refuse a bad name before opening.)
+  static Status ValidCheckpointName(const std::string& name);
+
   // Seals the active generation under a new checkpoint `name` (1..255 bytes,
   // no control characters; kAlreadyExists when taken) and returns it.
   // Persists the generation and the manifest before returning.
@@ -139,11 +156,18 @@ class Tracker {
 
   // Removes checkpoint `name`, merging its generation into the next.
   Status Remove(const std::string& name);
+  // Records whether checkpoint `name` was quiesced (taken inside a freeze
+  // window). A freeze window's verdict is known only after the thaw, after
+  // the checkpoint was taken, so it is a separate call. Persisted in the
+  // manifest before returning (no write when unchanged). kNotFound for an
+  // unknown name; kInvalidArgument when closed or read-only.
+  Status SetQuiesced(const std::string& name, bool quiesced);
   // Checkpoints, oldest first.
   std::vector<CheckpointInfo> List();
 
-  // Changes the disk size. Growing marks the new area dirty in the active
-  // generation; shrinking clips every generation. Persisted before return.
+  // Changes the disk size (1 .. 2^63 bytes; kInvalidArgument otherwise).
+  // Growing marks the new area dirty in the active generation; shrinking
+  // clips every generation. Persisted before return.
   Status Resize(uint64_t new_disk_size);
 
   // Persists the active generation now (and starts a new intent epoch).
@@ -174,4 +198,4 @@ class Tracker {
 
 }  // namespace strata
 
-#endif  // STRATA_ENGINE_TRACKER_TRACKER_H_
+#endif  // STRATA_TRACKER_H_

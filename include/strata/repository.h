@@ -21,15 +21,15 @@
 // names its disk (a random id given at the disk's first backup, plus a
 // name) and its start and end points; the catalog keeps a copy of every
 // header so lookups need not open archives.
-#ifndef STRATA_ENGINE_BACKUP_REPOSITORY_H_
-#define STRATA_ENGINE_BACKUP_REPOSITORY_H_
+#ifndef STRATA_REPOSITORY_H_
+#define STRATA_REPOSITORY_H_
 
 #include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "engine/backup/archive.h"
+#include "strata/archive.h"
 
 namespace strata {
 
@@ -160,4 +160,4 @@ class Repository {
 
 }  // namespace strata
 
-#endif  // STRATA_ENGINE_BACKUP_REPOSITORY_H_
+#endif  // STRATA_REPOSITORY_H_

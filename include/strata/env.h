@@ -14,8 +14,8 @@
 // backup holds a whole disk; restic and borg do the same).
 //
 // Thread safety: an Env may be used from several threads at once.
-#ifndef STRATA_FORMATS_ENV_H_
-#define STRATA_FORMATS_ENV_H_
+#ifndef STRATA_ENV_H_
+#define STRATA_ENV_H_
 
 #include <chrono>
 #include <cstdint>
@@ -24,8 +24,8 @@
 #include <string>
 #include <vector>
 
-#include "extents/status.h"
-#include "formats/file.h"
+#include "strata/status.h"
+#include "strata/file.h"
 
 namespace strata {
 
@@ -131,4 +131,4 @@ class FaultEnv : public Env {
 
 }  // namespace strata
 
-#endif  // STRATA_FORMATS_ENV_H_
+#endif  // STRATA_ENV_H_

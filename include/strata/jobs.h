@@ -10,16 +10,16 @@
 //
 // Thread safety: a Repository is used by one thread; the jobs run their own
 // worker threads inside.
-#ifndef STRATA_ENGINE_BACKUP_JOBS_H_
-#define STRATA_ENGINE_BACKUP_JOBS_H_
+#ifndef STRATA_JOBS_H_
+#define STRATA_JOBS_H_
 
 #include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include "engine/backup/pipeline.h"
-#include "engine/backup/repository.h"
+#include "strata/pipeline.h"
+#include "strata/repository.h"
 
 namespace strata {
 
@@ -74,6 +74,9 @@ struct BackupRequest {
   std::string image;
   std::string format = "auto";          // a disk known to the repository keeps its format
   std::string disk_name;                // default: the image's absolute path
+  // Which backing and data files a qcow2 chain may follow (default: regular
+  // files in the image's own directory, with a declared format).
+  ImageOpenOptions open;
   ChangeSource source;
   std::string parent = "latest";        // "latest": the newest backup of the disk that fits
   std::optional<uint64_t> granularity;  // kFull only; incrementals take the parent's
@@ -146,4 +149,4 @@ Result<BackupResult> SyntheticFull(Repository& repo, const ArchiveId& source,
 
 }  // namespace strata
 
-#endif  // STRATA_ENGINE_BACKUP_JOBS_H_
+#endif  // STRATA_JOBS_H_

@@ -3,12 +3,12 @@
 // Mixing byte offsets and block indices is the classic silent data-loss bug of
 // change tracking, so conversions go through Granularity's named functions
 // and the two kinds of range are distinct types.
-#ifndef STRATA_EXTENTS_UNITS_H_
-#define STRATA_EXTENTS_UNITS_H_
+#ifndef STRATA_UNITS_H_
+#define STRATA_UNITS_H_
 
 #include <cstdint>
 
-#include "extents/status.h"
+#include "strata/status.h"
 
 namespace strata {
 
@@ -76,4 +76,4 @@ std::string FormatBytes(uint64_t bytes);
 
 }  // namespace strata
 
-#endif  // STRATA_EXTENTS_UNITS_H_
+#endif  // STRATA_UNITS_H_

@@ -11,17 +11,17 @@
 // Thread safety: a Qcow2Image (and the snapshot views it opens, which share
 // its file and caches) is used from one thread at a time.
 // Memory: the L2 cache is bounded (at most max(16 tables, 8 MiB) per layer).
-#ifndef STRATA_FORMATS_QCOW2_QCOW2_IMAGE_H_
-#define STRATA_FORMATS_QCOW2_QCOW2_IMAGE_H_
+#ifndef STRATA_QCOW2_IMAGE_H_
+#define STRATA_QCOW2_IMAGE_H_
 
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "extents/extent_set.h"
-#include "formats/file.h"
-#include "formats/image.h"
+#include "strata/extent_set.h"
+#include "strata/file.h"
+#include "strata/image.h"
 
 namespace strata {
 
@@ -36,6 +36,8 @@ struct Qcow2Info {
   bool bitmaps_consistent = false;  // autoclear bit 0
   std::string backing_file;         // as stored in the header ("" if none)
   std::string backing_format;       // from the extension ("" if absent)
+  std::string data_file;            // external data file name as stored ("" if none)
+  bool data_file_raw = false;       // autoclear bit 1: the data file is a raw image by itself
   uint32_t snapshot_count = 0;
 };
 
@@ -106,19 +108,24 @@ class Qcow2Image : public Image {
   virtual Result<ExtentSet> LayerDiff(int layers) = 0;
 };
 
-// Opens a qcow2 image read-only with its whole backing chain. The backing
-// format from the header extension is honoured ("qcow2" or "raw"); without
-// one the backing file is probed like QEMU does (qcow2 magic or raw).
-// Relative backing names resolve against the directory of the image that
-// names them. Loops (same device and inode twice) and chains deeper than
+// Opens a qcow2 image read-only with its whole backing chain and its
+// external data file, if any. The image itself must be a regular file or a
+// block device. Backing and data files are followed under `options`
+// (include/strata/image.h): regular files inside the allowed directories only,
+// backing files only with a declared format ("qcow2" or "raw"; others are
+// kUnsupported) unless `probe_backing_format`. Relative backing and data
+// file names resolve against the directory of the image that names them
+// (QEMU 7.2 resolves data file names against its working directory instead).
+// Loops (same device and inode twice) and chains deeper than
 // kMaxQcow2ChainDepth are kCorruption.
 inline constexpr int kMaxQcow2ChainDepth = 128;
-Result<std::unique_ptr<Qcow2Image>> OpenQcow2Image(const std::string& path);
+Result<std::unique_ptr<Qcow2Image>> OpenQcow2Image(
+    const std::string& path, const ImageOpenOptions& options = ImageOpenOptions());
 
-// Same over an already open file, with no backing chain allowed (an image
-// naming a backing file is kUnsupported). Used by tests and the fuzzer.
+// Same over an already open file, with no backing chain or data file allowed
+// (an image naming one is kUnsupported). Used by tests and the fuzzer.
 Result<std::unique_ptr<Qcow2Image>> OpenQcow2Image(std::unique_ptr<File> file);
 
 }  // namespace strata
 
-#endif  // STRATA_FORMATS_QCOW2_QCOW2_IMAGE_H_
+#endif  // STRATA_QCOW2_IMAGE_H_

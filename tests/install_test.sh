@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs the build tree into a temporary prefix and builds two third-party
+# programs against it, as a user would, with no path but the prefix: a C
+# program through pkg-config (shared and static), and a C++ program through
+# find_package(strata). Each backs up a sample image and restores it
+# byte-identically. Usage: install_test.sh BUILD_DIR SOURCE_DIR
+set -euo pipefail
+build=$1 src=$2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+prefix=$work/prefix
+cmake --install "$build" --prefix "$prefix" >/dev/null
+libdir=$(ls -d "$prefix"/lib*/ | head -1)
+export PKG_CONFIG_PATH=$libdir/pkgconfig
+test -f "$prefix/include/strata/strata.h"
+test -f "$prefix/bin/strata" && test -f "$prefix/bin/extent-dump"
+ls "$libdir"/libstrata.so.* >/dev/null
+# The SONAME carries the version.
+objdump -p "$libdir"/libstrata.so | grep -q "SONAME.*libstrata.so.$(pkg-config --modversion strata | cut -d. -f1,2)"
+
+# C, shared.
+cc -std=c11 -Wall -Werror "$src/tests/capi_test.c" $(pkg-config --cflags --libs strata) \
+   -Wl,-rpath,"$libdir" -o "$work/capi_shared"
+mkdir "$work/c1" && "$work/capi_shared" "$work/c1"
+# C, static: libstrata.a and the system libraries pkg-config names for it.
+cc -std=c11 -Wall -Werror "$src/tests/capi_test.c" $(pkg-config --cflags strata) "$libdir/libstrata.a" \
+   $(pkg-config --static --libs strata | sed 's/-lstrata\b//') -o "$work/capi_static"
+if ldd "$work/capi_static" | grep -q libstrata; then echo "static program links libstrata.so" >&2; exit 1; fi
+mkdir "$work/c2" && "$work/capi_static" "$work/c2"
+
+# C++, find_package.
+cmake -S "$src/tests/install_consumer" -B "$work/consumer" -DCMAKE_PREFIX_PATH="$prefix" \
+  -DCMAKE_BUILD_RPATH="$libdir" >/dev/null
+cmake --build "$work/consumer" >/dev/null
+mkdir "$work/cpp" && "$work/consumer/consumer" "$work/cpp"
+echo "install test: passed"
