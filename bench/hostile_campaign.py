@@ -36,6 +36,11 @@ Categories (--only takes a comma-separated list):
                 small tmpfs
   concurrency   2-6 backups, merges, restores, verifies, lists and repairs at
                 once on one repository, with and without --lock-wait
+  flip-journal  the quiesce freeze journal: `strata freeze --exec` killed with
+                SIGKILL inside its window (or at a random moment) on an ext4
+                file system the campaign loop-mounts itself (--confine), its
+                journal damaged, then `strata status` and `strata thaw --all`;
+                a file system left frozen after an exit 0 is WRONG
   oddpaths      odd file, directory and --disk names (spaces, newlines,
                 non-UTF-8 bytes, leading '-', long names, relative paths,
                 symlinks), and directories, FIFOs and devices given as images,
@@ -57,8 +62,10 @@ and, for the recovery promises (kill -9, disk full, concurrency):
 Failing cases are printed with their commands; a shell script of the trial
 (fixture commands + trial commands) is written to WORK/failures/.
 
-The seed is printed; a run with the same seed and trial count makes the same
-mutations (kill timings depend on the machine's speed).
+The seed is printed; a run with the same seed makes the same mutations (kill
+timings depend on the machine's speed). Every failing check prints a re-run
+line, `--seed S --trial CAT:N`, which runs that one trial again (its fixture
+is built from the seed alone).
 """
 
 import argparse
@@ -85,6 +92,7 @@ BAD = {"WRONG", "crash", "hang", "badmsg", "lost", "leftover", "unrecovered"}
 WEIGHTS = collections.OrderedDict([
     ("flip-archive", 20), ("flip-catalog", 7), ("flip-marker", 3), ("flip-tracker", 17),
     ("flip-qcow2", 14), ("kill9", 17), ("diskfull", 8), ("concurrency", 6), ("oddpaths", 8),
+    ("flip-journal", 5),
 ])
 FIXTURE_EVERY = 40  # trials per fixture before a new one is built (new seeds)
 
@@ -445,9 +453,14 @@ class Campaign:
         self.kind_counts = collections.defaultdict(lambda: collections.defaultdict(collections.Counter))
         self.fixtures = {}
         self.mounts = []
+        self.loop = None  # flip-journal: our own loop-mounted ext4
         self.timeout = args.timeout
         self.durations = collections.defaultdict(lambda: 0.3)  # kill9: longest observed run per op
         self.measured = set()
+
+    def rerun(self, cat, idx):
+        return "%s --build %s --seed %d --trial %s:%d" % (
+            os.path.relpath(os.path.abspath(sys.argv[0])), self.args.build, self.args.seed, cat, idx)
 
     # ---- fixtures ----
     def fixture(self, kind, gen, builder):
@@ -491,8 +504,13 @@ class Campaign:
             self.mounts.remove(path)
 
     def cleanup(self):
+        if self.loop is not None:
+            subprocess.run(["fsfreeze", "-u", self.loop["mnt"]], capture_output=True)
         for m in list(self.mounts):
             self.umount(m)
+        if self.loop is not None:
+            subprocess.run(["losetup", "-d", self.loop["dev"]])
+            self.loop = None
 
     # ---- running ----
     def run(self, cats):
@@ -504,10 +522,15 @@ class Campaign:
             self.work, self.strata), flush=True)
         t0 = time.monotonic()
         self.started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        if self.args.trial:
+            only_cat, only_idx = self.args.trial
+            plan = collections.OrderedDict([(only_cat, only_idx + 1)])
         for cat, n in plan.items():
             fn = CATEGORIES[cat]
             tc = time.monotonic()
             for i in range(n):
+                if self.args.trial and i != only_idx:
+                    continue
                 t = Trial(self, cat, i)
                 try:
                     fn(t)
@@ -580,6 +603,7 @@ class Campaign:
         for c in bad[:200]:
             print("  [%s] %s #%d %s: %s -- %s" % (c["class"], c["category"], c["trial"], c["what"],
                                                  c["detail"][:300], c["command"][:600]))
+            print("      re-run: %s" % self.rerun(c["category"], c["trial"]))
 
 
 class Trial:
@@ -637,6 +661,7 @@ class Trial:
             self.camp.cases.append(case)
             print("  !! [%s] %s #%d %s: %s %s" % (cls, self.cat, self.idx, what, detail[:300],
                                                  (r.describe()[:500] if r else "")), flush=True)
+            print("     re-run: %s" % self.camp.rerun(self.cat, self.idx), flush=True)
         return cls
 
     def note_bad(self, cls, what, detail):
@@ -1806,6 +1831,116 @@ def cat_concurrency(t):
 # ---- oddpaths ----
 
 
+# ---- flip-journal ----
+
+
+def loop_fs(camp):
+    """One ext4 file system on a loop device inside the campaign's work
+    directory (created on first use; cleanup() unmounts and detaches exactly
+    it). Freezes are confined to it with --confine."""
+    if camp.loop is None:
+        d = os.path.join(camp.work, "loopfs")
+        os.makedirs(d)
+        img = os.path.join(d, "fs.img")
+        mnt = os.path.join(d, "mnt")
+        os.makedirs(mnt)
+        subprocess.run(["truncate", "-s", "64M", img], check=True)
+        subprocess.run(["mkfs.ext4", "-q", img], check=True)
+        dev = subprocess.run(["losetup", "-f", "--show", img], check=True, capture_output=True,
+                             text=True).stdout.strip()
+        camp.loop = {"dir": d, "img": img, "mnt": mnt, "dev": dev}
+        if subprocess.run(["mount", dev, mnt]).returncode != 0:
+            subprocess.run(["losetup", "-d", dev])
+            camp.loop = None
+            raise FixtureError("mount %s %s failed" % (dev, mnt))
+        camp.mounts.append(mnt)
+    return camp.loop
+
+
+def probe_frozen(mnt):
+    """True if our own loop file system is frozen (FIFREEZE answers EBUSY);
+    a file system that was not frozen is thawed again at once."""
+    r = subprocess.run(["fsfreeze", "-f", mnt], capture_output=True)
+    if r.returncode == 0:
+        subprocess.run(["fsfreeze", "-u", mnt], check=True)
+        return False
+    if b"busy" in r.stderr.lower():
+        return True
+    raise FixtureError("fsfreeze -f %s: %s" % (mnt, r.stderr.decode(errors="replace").strip()))
+
+
+def thaw_own(mnt):
+    """Thaws our loop file system; True if it was frozen."""
+    return subprocess.run(["fsfreeze", "-u", mnt], capture_output=True).returncode == 0
+
+
+def cat_flip_journal(t):
+    """The freeze journal: `strata freeze --exec` killed with SIGKILL inside
+    its window (or at a random moment), the journal it leaves damaged, then
+    `strata status` and `strata thaw --all`. Judge: thaw --all must not exit
+    0 while the file system stays frozen, and status must not say nothing is
+    left frozen while it is."""
+    camp = t.camp
+    rng = t.rng
+    lf = loop_fs(camp)
+    mnt = lf["mnt"]
+    t.log.append("# an ext4 file system of our own mounted at %s (loop device)" % sh_quote(mnt))
+    if probe_frozen(mnt):  # an earlier trial's leftover: never judge on it
+        thaw_own(mnt)
+    sd = t.p("sd")
+    os.makedirs(sd, mode=0o700)
+    variant = rng.choice(["in-window", "in-window", "in-window", "random-kill", "intact"])
+    base = t.S("freeze", "--confine", lf["dir"], "--state-dir", sd, "--deadline", "60")
+    if variant == "random-kill":
+        p = t.start(base + ["--exec", "sleep 0.2", mnt])
+        delay = rng.uniform(0.0, 0.4)
+        time.sleep(delay)
+        p.kill9()
+        p.finish(30)
+        t.log.append("# killed with SIGKILL after %.2f s" % delay)
+    else:
+        r = t.run(base + ["--exec", "kill -9 $PPID; sleep 5", mnt])
+        if r.rc != -9:
+            t.note_bad("badmsg", "freeze --exec killed in its window", "exit %s: %s" % (r.rc, r.errtext()[-300:]))
+    journals = sorted(f for f in os.listdir(sd) if f.startswith("journal-"))
+    desc = "no journal"
+    if journals and variant != "intact":
+        path = os.path.join(sd, journals[0])
+        size = os.path.getsize(path)
+        desc, cmd = mutate(rng, path, 0, size)
+        t.log.append(cmd + "  # " + desc)
+    t.kind = "%s %s" % (variant, desc.split()[0] if journals and variant != "intact" else "-")
+    t.major = variant
+    names = [sd] + [os.path.join(sd, j) for j in journals] + [mnt]
+    frozen = probe_frozen(mnt)
+    t.log.append("# file system %s before the recovery" % ("frozen" if frozen else "not frozen"))
+    r = t.run(t.S("status", "--state-dir", sd))
+
+    def v_status():
+        out = r.out.decode("utf-8", "surrogateescape")
+        if frozen and mnt not in out and "damaged" not in out and "unknown" not in out.lower():
+            return "WRONG", "status names nothing left frozen, but %s is frozen" % mnt
+        return "right", ""
+    t.check("status", r, names, v_status)
+    r = t.run(t.S("thaw", "--all", "--state-dir", sd))
+    still = thaw_own(mnt)
+    t.log.append("fsfreeze -u %s  # %s" % (sh_quote(mnt), "was still frozen" if still else "was not frozen"))
+    out = r.out.decode("utf-8", "surrogateescape")
+    if r.rc == 0:
+        t.check("thaw --all", r, names,
+                lambda: ("WRONG", "exit 0 but %s is still frozen" % mnt) if still else ("right", ""))
+    elif r.rc == 1 and not r.timed_out and "NOT recovered" in out and any(
+            os.fsdecode(b(n)) in out for n in names):
+        t.record("refused", "thaw --all", r)
+        left = [f for f in os.listdir(sd) if f.startswith("journal-")]
+        if not left:
+            t.record("lost", "thaw --all", r, "NOT recovered, but the journal is gone")
+    else:
+        t.check("thaw --all", r, names)
+    if still and r.rc == 0:
+        pass  # already judged WRONG
+
+
 def odd_name(rng, long_ok=True):
     choices = [b"disk with spaces.raw", b"new\nline.raw", b"bad\xff\xfe.raw", b"-leading-dash.raw",
                b"tab\tname.raw", b"quote'\"$(x).raw", b"star*?[a].raw", "ünïcödé.raw".encode(),
@@ -2048,6 +2183,7 @@ CATEGORIES = collections.OrderedDict([
     ("flip-archive", cat_flip_archive), ("flip-catalog", cat_flip_catalog), ("flip-marker", cat_flip_marker),
     ("flip-tracker", cat_flip_tracker), ("flip-qcow2", cat_flip_qcow2), ("kill9", cat_kill9),
     ("diskfull", cat_diskfull), ("concurrency", cat_concurrency), ("oddpaths", cat_oddpaths),
+    ("flip-journal", cat_flip_journal),
 ])
 
 
@@ -2063,16 +2199,31 @@ def main():
     ap.add_argument("--timeout", type=int, default=120, help="seconds before a command counts as hung")
     ap.add_argument("--show-refusals", type=int, default=0, metavar="N",
                     help="print the N most common refusal messages per category")
+    ap.add_argument("--trial", default=None, metavar="CAT:N",
+                    help="run only trial N of category CAT (what a failure's re-run line prints)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (failing trials are always kept)")
     args = ap.parse_args()
     if args.seed is None:
         args.seed = int(time.time()) % 100000
+    if args.trial:
+        cat, _, n = args.trial.rpartition(":")
+        if cat not in CATEGORIES or not n.isdigit():
+            ap.error("--trial wants CAT:N, CAT one of %s" % ", ".join(CATEGORIES))
+        args.trial = (cat, int(n))
+        args.only = cat
     cats = [c for c in args.only.split(",") if c] or list(CATEGORIES)
     for c in cats:
         if c not in CATEGORIES:
             ap.error("unknown category %s (one of %s)" % (c, ", ".join(CATEGORIES)))
     if "diskfull" in cats and os.geteuid() != 0:
         ap.error("the diskfull category mounts tmpfs: run as root or leave it out with --only")
+    if "flip-journal" in cats:
+        if os.geteuid() != 0:
+            ap.error("the flip-journal category mounts a loop device and freezes it: run as root "
+                     "or leave it out with --only")
+        for tool in ("mkfs.ext4", "losetup", "fsfreeze"):
+            if not shutil.which(tool):
+                ap.error("%s is needed for flip-journal (Debian e2fsprogs, mount, util-linux)" % tool)
     for tool in ("qemu-img", "qemu-io"):
         if not shutil.which(tool):
             ap.error("%s is needed (Debian package qemu-utils)" % tool)
