@@ -1899,7 +1899,7 @@ def cat_flip_journal(t):
         p.finish(30)
         t.log.append("# killed with SIGKILL after %.2f s" % delay)
     else:
-        r = t.run(base + ["--exec", "kill -9 $PPID; sleep 5", mnt])
+        r = t.run(base + ["--exec", "kill -9 $PPID", mnt])
         if r.rc != -9:
             t.note_bad("badmsg", "freeze --exec killed in its window", "exit %s: %s" % (r.rc, r.errtext()[-300:]))
     journals = sorted(f for f in os.listdir(sd) if f.startswith("journal-"))
