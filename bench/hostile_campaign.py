@@ -440,7 +440,7 @@ class Campaign:
         for exe in (self.strata, self.dump):
             if not os.access(exe, os.X_OK):
                 sys.exit("hostile_campaign: %s: not built (build strata and extent-dump first)" % exe)
-        base = args.work or tempfile.gettempdir()
+        base = os.path.abspath(args.work or tempfile.gettempdir())
         self.work = tempfile.mkdtemp(prefix="strata-hostile-", dir=base)
         self.fail_dir = os.path.join(self.work, "failures")
         os.makedirs(self.fail_dir)
