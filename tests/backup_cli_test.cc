@@ -397,6 +397,51 @@ TEST(BackupCli, RepairRebuildsTheCatalogFromTheArchives) {
   (void)rng;
 }
 
+// Found by bench/hostile_campaign.py (kill -9 of 'repair --apply'): the
+// temporaries of its atomic catalog writes (catalog.tmp.*, and
+// catalog.replaced-<time>.tmp.* of the copy of the old catalog it keeps)
+// stayed for good: the rerun of repair did not remove them and no writer knew
+// the second name. Repair (with --apply) and every writer remove both.
+TEST(BackupCli, TemporariesOfKilledCatalogWritesAreRemoved) {
+  testing::TempDir dir;
+  std::string disk = dir.File("disk.raw"), repo = dir.File("repo");
+  std::string R = " --repo " + ShellQuote(repo) + " ";
+  RunOk(S("generate --size 4M --fill 0.5 --seed 4 " + ShellQuote(disk)));
+  RunOk(S("init " + ShellQuote(repo)));
+  RunOk(S("backup --full" + R + ShellQuote(disk)));
+  const std::vector<std::string> temporaries = {"catalog.tmp.0123456789ab",
+                                                "catalog.replaced-1795967393.tmp.bb17e0d48c24"};
+  const std::vector<std::string> kept = {"catalog.replaced-1795967393", "catalog.notes",
+                                         "catalog.replaced-x.tmp.0123456789ab"};
+  auto plant = [&](const std::vector<std::string>& names) {
+    for (const std::string& n : names) testing::WriteFileBytes(repo + "/" + n, {'x', '\n'});
+  };
+  auto exists = [&](const std::string& n) { return std::filesystem::exists(repo + "/" + n); };
+  // A damaged catalog: the dry run lists the temporaries, --apply removes them.
+  plant(temporaries);
+  plant(kept);
+  std::string catalog = repo + "/catalog";
+  auto cat = testing::ReadFileBytes(catalog);
+  cat[cat.size() / 2] ^= 0x20;
+  testing::WriteFileBytes(catalog, cat);
+  auto dry = RunCommand(S("repair --json" + R));
+  EXPECT_EQ(dry.exit_code, 1) << dry.err;
+  std::string removed = ParseJson(dry.out)["removed"].dump();
+  for (const std::string& n : temporaries) {
+    EXPECT_NE(removed.find(n), std::string::npos) << removed;
+    EXPECT_TRUE(exists(n)) << "a dry run removed " << n;
+  }
+  RunOk(S("repair --apply" + R));
+  for (const std::string& n : temporaries) EXPECT_FALSE(exists(n)) << n << " left after repair --apply";
+  for (const std::string& n : kept) EXPECT_TRUE(exists(n)) << n << " is not a temporary";
+  RunOk(S("verify" + R));
+  // An intact catalog: the next writer removes them.
+  plant(temporaries);
+  RunOk(S("backup --scan" + R + ShellQuote(disk)));
+  for (const std::string& n : temporaries) EXPECT_FALSE(exists(n)) << n << " left after a backup";
+  for (const std::string& n : kept) EXPECT_TRUE(exists(n)) << n << " is not a temporary";
+}
+
 // Issue 11: restore outputs are private, never reached through a link, and
 // a failed restore leaves nothing that looks like a restored disk.
 TEST(BackupCli, RestoreOutputIsSafe) {
@@ -434,6 +479,52 @@ TEST(BackupCli, RestoreOutputIsSafe) {
   EXPECT_EQ(f.exit_code, 1);
   EXPECT_FALSE(std::filesystem::exists(failed)) << "a failed restore left its output";
   testing::WriteFileBytes(archive, bytes);
+}
+
+// Issue 11 (hostile campaign): names and paths are bytes, JSON strings are
+// UTF-8. Every --json output stays valid JSON when a disk's name is not UTF-8
+// (the default name is the image's path), and the name still selects the
+// disk. Before, nlohmann's dump threw and the process aborted after the
+// backup was committed, and JsonString printed the raw bytes.
+TEST(BackupCli, JsonOutputOfNamesThatAreNotUtf8) {
+  testing::TempDir dir;
+  std::string disk = dir.File("disk\xff\xfe.raw"), repo = dir.File("repo\xff");
+  std::string R = " --repo " + ShellQuote(repo) + " ";
+  auto strict = [](const std::string& what, const std::string& text) {
+    Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+    EXPECT_FALSE(j.is_discarded()) << what << " printed invalid JSON: " << text;
+    return j;
+  };
+  RunOk(S("generate --size 4M --fill 0.5 --seed 3 " + ShellQuote(disk)));
+  auto init = RunCommand(S("init --json " + ShellQuote(repo)));
+  ASSERT_EQ(init.exit_code, 0) << init.err;
+  strict("init", init.out);
+  const std::string kReplacement = "\xef\xbf\xbd";
+  const std::string named = "vm\xc3\x28\nname";  // an invalid sequence and a newline
+  std::vector<std::string> ids;
+  for (const std::string& name : {std::string(), named}) {
+    std::string D = name.empty() ? "" : "--disk " + ShellQuote(name) + " ";
+    auto b = RunCommand(S("backup --json --full" + R + D + ShellQuote(disk)));
+    ASSERT_EQ(b.exit_code, 0) << b.err;
+    Json j = strict("backup", b.out);
+    std::string shown = j["disk"]["name"].get<std::string>();
+    EXPECT_NE(shown.find(kReplacement), std::string::npos) << shown;
+    ids.push_back(j["id"].get<std::string>());
+  }
+  auto list = RunCommand(S("list --json" + R));
+  ASSERT_EQ(list.exit_code, 0) << list.err;
+  EXPECT_EQ(strict("list", list.out).size(), 2u);
+  for (const std::string& id : ids) {
+    auto info = RunCommand(S("info --json" + R + "--backup " + id));
+    EXPECT_EQ(info.exit_code, 0) << info.err;
+    strict("info", info.out);
+  }
+  // The raw name selects the disk; the output's name is not UTF-8 either.
+  std::string out = dir.File("out\xfe.raw");
+  auto restore = RunCommand(S("restore --json" + R + "--disk " + ShellQuote(named) + " " + ShellQuote(out)));
+  ASSERT_EQ(restore.exit_code, 0) << restore.err;
+  EXPECT_EQ(strict("restore", restore.out)["id"], ids[1]);
+  EXPECT_TRUE(testing::ReadFileBytes(out) == testing::ReadFileBytes(disk));
 }
 
 // Issue 11: readers share the repository; a writer waits for them (or fails

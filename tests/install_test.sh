@@ -15,6 +15,16 @@ export PKG_CONFIG_PATH=$libdir/pkgconfig
 test -f "$prefix/include/strata/strata.h"
 test -f "$prefix/bin/strata" && test -f "$prefix/bin/extent-dump"
 ls "$libdir"/libstrata.so.* >/dev/null
+# The installed strata finds its live-VM helper (libexec) wherever the prefix
+# is: a refused NBD connection, not a missing helper.
+"$prefix/bin/strata" init "$work/r" >/dev/null
+out=$("$prefix/bin/strata" backup --repo "$work/r" --nbd "nbd+unix:///?socket=$work/none.sock" --full 2>&1) && {
+  echo "backup from a missing NBD socket succeeded" >&2; exit 1; }
+if grep -q "live-VM helper" <<<"$out" || ! grep -q "none.sock" <<<"$out"; then
+  echo "installed strata cannot run strata-live: $out" >&2; exit 1
+fi
+# The commands that need no VM do not load libvirt or libnbd.
+if ldd "$prefix/bin/strata" | grep -qE "libvirt|libnbd"; then echo "strata links libvirt or libnbd" >&2; exit 1; fi
 # The SONAME carries the version.
 objdump -p "$libdir"/libstrata.so | grep -q "SONAME.*libstrata.so.$(pkg-config --modversion strata | cut -d. -f1,2)"
 

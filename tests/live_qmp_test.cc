@@ -242,7 +242,10 @@ TEST_F(LiveQmp, RandomKillsLoseNothing) {
     // The bitmap the newest backup ends at is still there and recording.
     {
       auto repo = Repository::Open(repo_dir_, RepositoryOptions{nullptr, true});
-      ASSERT_TRUE(repo.has_value());
+      if (!repo.has_value()) {  // who holds the lock, for the report
+        std::system(("lslocks -o PID,COMMAND,TYPE,PATH | grep -F '" + repo_dir_ + "' >&2; ps -eo pid,ppid,stat,args | grep -E 'strata|qemu' | grep -v grep >&2").c_str());
+      }
+      ASSERT_TRUE(repo.has_value()) << repo.error().message();
       const std::string want = (*repo)->Latest()->header.end.name;
       bool found = false;
       for (const auto& b : Bitmaps(*test_q_, "disk0")) {

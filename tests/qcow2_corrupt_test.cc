@@ -255,6 +255,25 @@ TEST_F(Qcow2Corrupt, DataPastEndOfFileReadsZerosLikeQemu) {
   EXPECT_EQ(got[0], 0);
 }
 
+TEST_F(Qcow2Corrupt, SizeNotAMultipleOf512ReadsLikeQemu) {
+  // Found by bench/hostile_campaign.py: a header size of 4 MiB + 300 bytes
+  // was read as 4 MiB + 300 (a restore 300 bytes longer than `qemu-img
+  // convert -O raw`); QEMU keeps whole sectors: 4 MiB.
+  Img img = Load(kV2);
+  img.Put64(24, (4u << 20) + 300);
+  std::string path = dir_->File("size.qcow2"), raw = dir_->File("size.raw");
+  testing::WriteFileBytes(path, img.b);
+  RunOk("qemu-img convert -O raw " + ShellQuote(path) + " " + ShellQuote(raw));
+  auto want = testing::ReadFileBytes(raw);
+  ASSERT_EQ(want.size(), 4u << 20);
+  auto q = OpenQcow2Image(path);
+  ASSERT_TRUE(q.has_value()) << q.error().ToString();
+  EXPECT_EQ((*q)->size(), want.size());
+  std::vector<uint8_t> got((*q)->size());
+  ASSERT_TRUE((*q)->Read(0, got).ok());
+  EXPECT_TRUE(got == want);
+}
+
 // --- snapshots (rule 20) ---
 TEST_F(Qcow2Corrupt, TooManySnapshots) { Expect(kPlain, [](Img& i) { i.Put32(60, 70000); }, kCorrupt, "exceed 65536"); }
 TEST_F(Qcow2Corrupt, SnapshotTablePastEndOfFile) {

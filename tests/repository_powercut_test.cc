@@ -9,7 +9,8 @@
 //     restores byte for byte to the disk as it was;
 //   * the operation the cut interrupted is complete or absent (a removal is
 //     finished by the next writer; an unacknowledged backup may be gone);
-//   * every catalog entry agrees with its archive and every chain links up.
+//   * every catalog entry agrees with its archive and every chain links up;
+//   * no archive is left that no entry names.
 // STRATA_POWERCUT_TRIALS sets the number of cut points (default 1,000); the
 // seed is printed and STRATA_SEED replays it.
 #include <fcntl.h>
@@ -159,6 +160,9 @@ struct Trial {
     if (!(*repo)->pending().empty()) return "operations still pending after the next writer";
     auto orphans = (*repo)->Orphans();
     if (!orphans) return orphans.error().message();
+    // An interrupted removal is finished, not left as an archive no entry
+    // names (which `repair` would adopt again).
+    if (!orphans->empty()) return "an archive no catalog entry names after the next writer: " + orphans->front();
     std::map<std::string, bool> present;
     for (const CatalogEntry& e : (*repo)->entries()) {
       present[IdToHex(e.id())] = true;

@@ -128,6 +128,14 @@ std::vector<const ArchiveReader*> Raw(const std::vector<std::unique_ptr<ArchiveR
 
 using Json = nlohmann::ordered_json;
 
+// JSON text of j. Disk names, paths and labels are bytes from the user or the
+// file system and need not be UTF-8, which JSON strings must be: invalid
+// bytes are printed as U+FFFD instead of throwing (nlohmann's default throws
+// type_error 316, which aborted the process after the work was done).
+std::string Dump(const Json& j, int indent = -1) {
+  return j.dump(indent, ' ', false, Json::error_handler_t::replace);
+}
+
 Json PointJson(const ChainPoint& p) {
   if (p.is_none()) return nullptr;
   return Json{{"kind", PointKindName(p.kind)},
@@ -249,7 +257,7 @@ backup leaves the repository as it was.
 )";
 
 int BackupMain(int argc, char** argv) {
-  if (IsLiveBackup(argc, argv)) return LiveBackupMain(argc, argv);  // tools/cmd_live.cc
+  if (IsLiveBackup(argc, argv)) return ExecLive("backup", argc, argv);  // tools/live_cli.cc in strata-live
   const char* tool = "strata backup";
   std::set<std::string> vf = {"--repo",   "--bitmap", "--since-snapshot", "--snapshot", "--tracker",
                               "--since",  "--checkpoint", "--parent",     "--format",   "--granularity",
@@ -372,7 +380,7 @@ int BackupMain(int argc, char** argv) {
     Json phases = Json::array();
     for (const PhaseTime& ph : st.phases) phases.push_back({{"name", ph.name}, {"seconds", ph.seconds}});
     j["phases"] = phases;
-    std::printf("%s\n", j.dump().c_str());
+    std::printf("%s\n", Dump(j).c_str());
   } else {
     double ratio = st.stored_bytes ? static_cast<double>(st.data_bytes) / static_cast<double>(st.stored_bytes) : 0;
     std::printf("backup %s (%s) of %s\n", IdToHex(h.id).c_str(), SourceText(h).c_str(), h.disk_name.c_str());
@@ -421,7 +429,7 @@ int ListMain(int argc, char** argv) {
         if (d.id == e.header.disk_id) arr.push_back(EntryJson(e));
       }
     }
-    std::printf("%s\n", arr.dump(1).c_str());
+    std::printf("%s\n", Dump(arr, 1).c_str());
     return kExitOk;
   }
   size_t shown = 0;
@@ -479,7 +487,7 @@ int InfoMain(int argc, char** argv) {
     j["frames"] = (*r)->index().frames.size();
     j["extents"] = (*r)->index().extents.size();
     j["path"] = (*r)->path();
-    std::printf("%s\n", j.dump().c_str());
+    std::printf("%s\n", Dump(j).c_str());
     return kExitOk;
   }
   std::printf("archive     %s (version %u)\nid          %s\nparent      %s\ndisk        %s (%s, id %s)\n"
@@ -503,7 +511,7 @@ int InfoMain(int argc, char** argv) {
 // ---- strata restore ----
 
 int RestoreMain(int argc, char** argv) {
-  if (IsLiveRestore(argc, argv)) return LiveRestoreMain(argc, argv);  // tools/cmd_live.cc
+  if (IsLiveRestore(argc, argv)) return ExecLive("restore", argc, argv);  // tools/live_cli.cc in strata-live
   const char* tool = "strata restore";
   std::set<std::string> vf = {"--repo", "--backup", "--disk", "--lock-wait"};
   vf.insert(kRestoreFlags.begin(), kRestoreFlags.end());
@@ -863,7 +871,7 @@ int RepairMain(int argc, char** argv) {
     j["broken"] = plan->broken;
     j["pending_merge"] = plan->pending_merge;
     j["applied"] = apply && plan->changes();
-    std::printf("%s\n", j.dump().c_str());
+    std::printf("%s\n", Dump(j).c_str());
   } else {
     if (!plan->catalog.ok()) std::printf("catalog unusable: %s\n", plan->catalog.message().c_str());
     if (plan->pending_merge) std::printf("an interrupted merge %s\n", apply ? "was finished" : "will be finished");

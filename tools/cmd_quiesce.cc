@@ -318,12 +318,19 @@ int StatusMain(int argc, char** argv) {
       std::printf("%s%s: %d", first ? "" : ", ", JsonString(m).c_str(), n);
       first = false;
     }
-    std::printf("}, \"stale_frozen\": %s}\n", JsonList(st->stale_frozen).c_str());
+    std::printf("}, \"stale_frozen\": %s, \"damaged_journals\": %s}\n",
+                JsonList(st->stale_frozen).c_str(), JsonList(st->damaged_journals).c_str());
     return kExitOk;
   }
   if (!st->stale_frozen.empty()) {
     std::printf("LEFT FROZEN by a killed process: %s\nrun 'strata thaw --all' to thaw them\n",
                 Joined(st->stale_frozen).c_str());
+  }
+  for (const auto& d : st->damaged_journals) {
+    std::printf("DAMAGED freeze journal: %s; what it names may still be frozen\n", d.c_str());
+  }
+  if (!st->damaged_journals.empty()) {
+    std::printf("check those filesystems ('strata thaw --all' keeps damaged journals)\n");
   }
   if (!st->running) {
     std::printf("no quiesce daemon running (%s)\n", dir.c_str());

@@ -1,8 +1,10 @@
 // `strata backup --nbd|--qmp|--libvirt ...` and `strata restore --format
 // qcow2|--nbd URI` (issue 14), kept apart from cmd_backup.cc, which hands
-// these command lines over.
+// these command lines to the helper executable strata-live (ExecLive).
 #ifndef STRATA_TOOLS_LIVE_CLI_H_
 #define STRATA_TOOLS_LIVE_CLI_H_
+
+#include <string>
 
 namespace strata::cli {
 
@@ -12,6 +14,13 @@ int LiveBackupMain(int argc, char** argv);
 // Whether the command line asks for a qcow2 or NBD restore output.
 bool IsLiveRestore(int argc, char** argv);
 int LiveRestoreMain(int argc, char** argv);
+
+// Where strata-live is: $STRATA_LIVE_HELPER, else beside this executable,
+// else the installed libexec directory.
+std::string LiveHelperPath();
+// Replaces this process by `strata-live COMMAND argv[1..]`; returns (1,
+// after printing why) only if that fails.
+int ExecLive(const char* command, int argc, char** argv);
 
 }  // namespace strata::cli
 

@@ -842,6 +842,12 @@ Result<RepairPlan> PlanRepair(Repository& repo) {
   const std::string adir = repo.dir() + "/archives";
   STRATA_ASSIGN_OR_RETURN(std::vector<std::string> names, env->ListDir(adir));
   std::sort(names.begin(), names.end());
+  // Temporaries of catalog writes a killed writer (repair included) left.
+  STRATA_ASSIGN_OR_RETURN(std::vector<std::string> top, env->ListDir(repo.dir()));
+  std::sort(top.begin(), top.end());
+  for (const std::string& n : top) {
+    if (Repository::IsCatalogTemporary(n)) plan.removed.push_back(repo.dir() + "/" + n);
+  }
   std::vector<ArchiveId> unacknowledged;
   for (const PendingOp& op : repo.pending()) {
     if (op.kind == PendingOp::Kind::kBackup) unacknowledged.push_back(op.id);
@@ -925,6 +931,12 @@ Result<RepairPlan> PlanRepair(Repository& repo) {
 
 Status ApplyRepair(Repository& repo, const RepairPlan& plan, const PipelineOptions& opt) {
   Env* env = repo.env();
+  // Leftovers of killed writers: temporaries and archives of backups never
+  // acknowledged.
+  for (const std::string& p : plan.removed) {
+    Status s = env->Remove(p);
+    if (!s.ok() && s.code() != StatusCode::kNotFound) return s;
+  }
   if (plan.pending_merge && plan.catalog.ok()) {
     // The journal is intact: finish the merge instead of guessing.
     STRATA_RETURN_IF_ERROR(CompletePending(repo, opt));
@@ -934,10 +946,6 @@ Status ApplyRepair(Repository& repo, const RepairPlan& plan, const PipelineOptio
   if (env->Exists(catalog)) {
     STRATA_ASSIGN_OR_RETURN(std::vector<uint8_t> old, env->ReadWholeFile(catalog));
     STRATA_RETURN_IF_ERROR(env->WriteFileAtomic(catalog + ".replaced-" + std::to_string(NowNs() / 1000000000), old));
-  }
-  for (const std::string& p : plan.removed) {
-    Status s = env->Remove(p);
-    if (!s.ok() && s.code() != StatusCode::kNotFound) return s;
   }
   if (!plan.damaged.empty()) {
     const std::string ddir = repo.dir() + "/archives/damaged";

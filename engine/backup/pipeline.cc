@@ -24,7 +24,7 @@
 
 namespace strata {
 
-using internal::AlignedBuffer;
+using internal::BufferArena;
 using internal::CCtxDeleter;
 using internal::Clock;
 using internal::kDirectAlign;
@@ -106,8 +106,10 @@ struct Slot {
   State state = kFree;
   uint64_t seq = 0;
   ReadOp op;
-  std::unique_ptr<AlignedBuffer> in;
-  std::vector<uint8_t> frame, out;
+  // In BackupRun::arena_: the read buffer, the gathered frame (when a chunk
+  // holds several data extents) and the compressed frame.
+  std::span<uint8_t> in, frame, out;
+  size_t out_size = 0;
   std::vector<ExtentRecord> recs;
   uint32_t raw_size = 0;
   uint64_t data = 0, zero = 0, skipped = 0;
@@ -125,7 +127,8 @@ class BackupRun {
     auto t0 = Clock::now();
     const uint32_t chunk = opt_.chunk_size;
     workers_ = WorkerCount(opt_);
-    uint64_t per_slot = 2 * uint64_t{chunk} + kDirectAlign + 4096;
+    // A slot holds a read buffer, a gathered frame and a compressed frame.
+    uint64_t per_slot = 2 * (uint64_t{chunk} + kDirectAlign) + ZSTD_compressBound(chunk + kDirectAlign);
     uint64_t n = std::max<uint64_t>(opt_.queue_depth, 1) + 2 * workers_;
     n = std::min<uint64_t>(n, std::max<uint64_t>(2, opt_.memory_limit / per_slot));
     // Never more slots than reads: a small change set must not pay for
@@ -135,7 +138,15 @@ class BackupRun {
     reads_bound_ = ReadsBound(changes_, chunk);
     n = std::min<uint64_t>(n, std::max<uint64_t>(1, reads_bound_));
     slots_.resize(n);
-    for (Slot& s : slots_) s.in = std::make_unique<AlignedBuffer>(chunk + kDirectAlign);
+    // A read is at most a chunk plus alignment slack; so is a frame.
+    const size_t in_size = chunk + kDirectAlign, out_size = ZSTD_compressBound(in_size);
+    arena_ = std::make_unique<BufferArena>(n, 2 * in_size + out_size);
+    for (size_t i = 0; i < n; ++i) {
+      std::span<uint8_t> b = (*arena_)[i];
+      slots_[i].in = b.subspan(0, in_size);
+      slots_[i].frame = b.subspan(in_size, in_size);
+      slots_[i].out = b.subspan(2 * in_size, out_size);
+    }
     stats_.phases.push_back({"buffers", Since(t0)});
     const auto t1 = Clock::now();
 
@@ -195,7 +206,7 @@ class BackupRun {
     // they will be reused many times.
     std::vector<std::span<uint8_t>> bufs;
     if (reads_bound_ >= 4 * slots_.size()) {
-      for (Slot& s : slots_) bufs.emplace_back(s.in->p, s.in->size);
+      for (Slot& s : slots_) bufs.emplace_back(s.in.data(), s.in.size());
     }
     const unsigned depth = static_cast<unsigned>(
         std::min<uint64_t>(std::max(1u, opt_.queue_depth), std::max<uint64_t>(1, reads_bound_)));
@@ -315,14 +326,14 @@ class BackupRun {
         } else if (q) {
           uint64_t len = s.op.length;
           if (direct_) len = (len + kDirectAlign - 1) / kDirectAlign * kDirectAlign;
-          Status st = q->Submit(UringQueue::Op::kRead, s.op.offset, {s.in->p, len},
+          Status st = q->Submit(UringQueue::Op::kRead, s.op.offset, {s.in.data(), len},
                                 static_cast<int>(seq % slots_.size()), seq);
           if (!st.ok()) return abort(st.WithContext(image_.name()));
         } else if (aq) {
-          Status st = aq->Submit(s.op.offset, {s.in->p, s.op.length}, seq);
+          Status st = aq->Submit(s.op.offset, {s.in.data(), s.op.length}, seq);
           if (!st.ok()) return abort(st);
         } else {
-          Status st = image_.Read(s.op.offset, {s.in->p, s.op.length});
+          Status st = image_.Read(s.op.offset, {s.in.data(), s.op.length});
           if (!st.ok()) return abort(st);
           HandOff(seq);
         }
@@ -362,9 +373,9 @@ class BackupRun {
         uint64_t got = std::min<uint64_t>(static_cast<uint64_t>(c.result), s.op.length);
         if (got < s.op.length) {
           if (s.op.offset + got >= file_size_) {  // end of file: the rest reads as zeros
-            std::memset(s.in->p + got, 0, s.op.length - got);
+            std::memset(s.in.data() + got, 0, s.op.length - got);
           } else {  // a short read mid-file: finish it through the image driver
-            Status rs = image_.Read(s.op.offset + got, {s.in->p + got, s.op.length - got});
+            Status rs = image_.Read(s.op.offset + got, {s.in.data() + got, s.op.length - got});
             if (!rs.ok()) return abort(rs);
           }
         }
@@ -415,8 +426,7 @@ class BackupRun {
 
   Status Process(Slot& s, ZSTD_CCtx* cctx) {
     s.recs.clear();
-    s.frame.clear();
-    s.out.clear();
+    s.out_size = 0;
     s.raw_size = 0;
     s.data = s.zero = s.skipped = 0;
     const uint64_t g = changes_.granularity().bytes();
@@ -437,7 +447,7 @@ class BackupRun {
     }
     if (scan_) {
       // Scan reads are whole chunk pieces (no coalescing): compare first.
-      if (scan_->Unchanged(s.op.offset, {s.in->p, s.op.length})) {
+      if (scan_->Unchanged(s.op.offset, {s.in.data(), s.op.length})) {
         s.skipped = s.op.length;
         return Status::Ok();
       }
@@ -446,13 +456,13 @@ class BackupRun {
       uint64_t pos = part.offset;
       while (pos < part.end()) {
         // A run of granules that are all zero or all data.
-        const uint8_t* p = s.in->p + (pos - s.op.offset);
+        const uint8_t* p = s.in.data() + (pos - s.op.offset);
         uint64_t gend = std::min(part.end(), (pos / g + 1) * g);
         bool zero = IsZero(p, gend - pos);
         uint64_t end = gend;
         while (end < part.end()) {
           uint64_t next = std::min(part.end(), end + g);
-          if (IsZero(s.in->p + (end - s.op.offset), next - end) != zero) break;
+          if (IsZero(s.in.data() + (end - s.op.offset), next - end) != zero) break;
           end = next;
         }
         ExtentRecord r;
@@ -480,26 +490,24 @@ class BackupRun {
       for (const ExtentRecord& r : s.recs) {
         if (r.is_zero()) continue;
         ++data_extents;
-        src = s.in->p + (r.guest_offset - s.op.offset);
+        src = s.in.data() + (r.guest_offset - s.op.offset);
       }
       if (data_extents > 1) {
-        s.frame.clear();
+        size_t at = 0;
         for (const ExtentRecord& r : s.recs) {
           if (r.is_zero()) continue;
-          const uint8_t* p = s.in->p + (r.guest_offset - s.op.offset);
-          s.frame.insert(s.frame.end(), p, p + r.length);
+          const uint8_t* p = s.in.data() + (r.guest_offset - s.op.offset);
+          std::memcpy(s.frame.data() + at, p, r.length);  // s.data <= s.op.length: fits
+          at += r.length;
         }
         src = s.frame.data();
       }
-      s.out.resize(ZSTD_compressBound(s.data));
       size_t n = ZSTD_compressCCtx(cctx, s.out.data(), s.out.size(), src, s.data, opt_.level);
       if (ZSTD_isError(n)) {
         return Status::Corruption(std::string("zstd compression failed: ") + ZSTD_getErrorName(n));
       }
-      s.out.resize(n);
+      s.out_size = n;
       s.raw_size = static_cast<uint32_t>(s.data);
-    } else {
-      s.out.clear();
     }
     return Status::Ok();
   }
@@ -517,7 +525,7 @@ class BackupRun {
         if (stop_ || (reader_done_ && w >= total_)) return;
         s = &slots_[w % slots_.size()];
       }
-      Status st = writer_->Add(s->out, s->raw_size, s->recs);
+      Status st = writer_->Add(s->out.first(s->out_size), s->raw_size, s->recs);
       if (!st.ok()) return Fail(st);
       stats_.data_bytes += s->data;
       stats_.zero_bytes += s->zero;
@@ -557,6 +565,7 @@ class BackupRun {
     work_cv_.notify_all();
     done_cv_.notify_all();
   }
+  std::unique_ptr<BufferArena> arena_;  // the slots' read buffers
   std::vector<Slot> slots_;
   std::deque<uint64_t> work_;
   uint64_t written_ = 0, total_ = 0;

@@ -131,6 +131,15 @@ Status Repository::CheckWritable() const {
   return Status::Ok();
 }
 
+bool Repository::IsCatalogTemporary(const std::string& n) {
+  if (n.rfind("catalog.tmp.", 0) == 0) return true;
+  const std::string prefix = "catalog.replaced-";
+  if (n.rfind(prefix, 0) != 0) return false;
+  size_t i = prefix.size();
+  while (i < n.size() && n[i] >= '0' && n[i] <= '9') ++i;
+  return i > prefix.size() && n.compare(i, 5, ".tmp.") == 0;
+}
+
 // What an interrupted process left, removed by the next writer (which holds
 // the lock alone): temporaries, and archives of backups that were pending
 // (never acknowledged). A pending removal stays: CompletePending finishes it.
@@ -145,7 +154,7 @@ Status Repository::CleanUp() {
   }
   if (auto top = env_->ListDir(dir_)) {
     for (const std::string& n : *top) {
-      if (n.rfind("catalog.tmp.", 0) == 0) {
+      if (IsCatalogTemporary(n)) {
         STRATA_RETURN_IF_ERROR(env_->Remove(dir_ + "/" + n));
         notes_.push_back("removed " + n + ", left by an interrupted catalog update");
       }
@@ -468,28 +477,36 @@ Status Repository::Replace(const CatalogEntry& e) {
 
 Status Repository::Remove(const ArchiveId& id) {
   STRATA_RETURN_IF_ERROR(CheckWritable());
-  for (size_t i = 0; i < entries_.size(); ++i) {
-    if (entries_[i].id() == id) {
-      CatalogEntry old = entries_[i];
-      const std::vector<PendingOp> before = pending_;
-      entries_.erase(entries_.begin() + static_cast<long>(i));
-      pending_.erase(std::remove(pending_.begin(), pending_.end(), PendingOp{PendingOp::Kind::kRemove, id}),
-                     pending_.end());
-      Status s = Save();
-      if (!s.ok()) {
-        entries_.insert(entries_.begin() + static_cast<long>(i), old);
-        pending_ = before;
-        return s;
-      }
-      // The catalog no longer names it: the file can go (a crash before the
-      // removal leaves an orphan that verify reports and repair removes).
-      const std::string path = ArchivePath(id);
-      Status rm = env_->Remove(path);
-      if (!rm.ok() && rm.code() != StatusCode::kNotFound) return rm;
-      return env_->SyncDirOf(path);
+  const PendingOp op{PendingOp::Kind::kRemove, id};
+  const bool journaled = std::find(pending_.begin(), pending_.end(), op) != pending_.end();
+  auto it = std::find_if(entries_.begin(), entries_.end(), [&](const CatalogEntry& e) { return e.id() == id; });
+  if (it == entries_.end() && !journaled) return Status::NotFound(dir_ + ": no backup " + IdToHex(id));
+  if (it != entries_.end()) {
+    // 1. The catalog stops naming the backup. Its journal line stays until
+    // the file is gone: a crash before that leaves a removal the next writer
+    // finishes (below), not an orphan that `repair` would adopt again.
+    const std::vector<CatalogEntry> entries_before = entries_;
+    const std::vector<PendingOp> pending_before = pending_;
+    entries_.erase(it);
+    if (!journaled) pending_.push_back(op);
+    Status s = Save();
+    if (!s.ok()) {
+      entries_ = entries_before;
+      pending_ = pending_before;
+      return s;
     }
   }
-  return Status::NotFound(dir_ + ": no backup " + IdToHex(id));
+  // 2. The file (already gone when an interrupted removal is finished).
+  const std::string path = ArchivePath(id);
+  Status rm = env_->Remove(path);
+  if (!rm.ok() && rm.code() != StatusCode::kNotFound) return rm;
+  STRATA_RETURN_IF_ERROR(env_->SyncDirOf(path));
+  // 3. The journal line.
+  const std::vector<PendingOp> pending_before = pending_;
+  pending_.erase(std::remove(pending_.begin(), pending_.end(), op), pending_.end());
+  Status s = Save();
+  if (!s.ok()) pending_ = pending_before;
+  return s;
 }
 
 Status Repository::Rewrite(std::vector<CatalogEntry> entries) {

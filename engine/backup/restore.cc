@@ -25,7 +25,7 @@
 
 namespace strata {
 
-using internal::AlignedBuffer;
+using internal::BufferArena;
 using internal::Clock;
 using internal::DCtxDeleter;
 using internal::kDirectAlign;
@@ -182,15 +182,12 @@ Result<RestoreStats> RunRestore(const std::vector<const ArchiveReader*>& chain,
                                                              kDirectAlign * kDirectAlign);
   const size_t pool_size = std::max<size_t>(
       2, std::min<uint64_t>(opt.queue_depth + 2 * nw, opt.memory_limit / (2 * buf_size)));
-  std::vector<std::unique_ptr<AlignedBuffer>> pool;
+  BufferArena pool(tasks.empty() ? 0 : std::min(pool_size, tasks.size()), buf_size);
   std::vector<std::span<uint8_t>> spans;
   std::vector<size_t> free_bufs;
-  if (!tasks.empty()) {
-    for (size_t i = 0; i < std::min(pool_size, tasks.size()); ++i) {
-      pool.push_back(std::make_unique<AlignedBuffer>(buf_size));
-      spans.emplace_back(pool.back()->p, buf_size);
-      free_bufs.push_back(i);
-    }
+  for (size_t i = 0; i < pool.size(); ++i) {
+    spans.emplace_back(pool[i].data(), buf_size);
+    free_bufs.push_back(i);
   }
   struct Job {
     size_t task, buf;

@@ -25,8 +25,14 @@ namespace strata::quiesce {
 namespace {
 
 constexpr std::string_view kMagic = "strata-quiesce-journal";
-constexpr int kVersion = 1;
+constexpr int kVersion = 2;
 constexpr std::string_view kPrefix = "journal-";
+// Version 2: the header is one 512-byte sector, rewritten in place to commit;
+// every record starts on a sector boundary (docs/formats/quiesce-journal.md).
+constexpr size_t kSector = 512;
+constexpr size_t kMaxJournalBytes = 16u << 20;
+
+size_t RoundUp(size_t n) { return (n + kSector - 1) / kSector * kSector; }
 
 // §2 of the format: bytes below 0x21, 0x7f and '\' as \ooo; "" as "-", and a
 // field that is just "-" as \055.
@@ -100,16 +106,62 @@ std::string DevKey(uint32_t major, uint32_t minor) {
   return std::to_string(major) + ":" + std::to_string(minor);
 }
 
-Status WriteAllFd(int fd, const std::string& bytes, const std::string& path) {
+Status PwriteAllFd(int fd, const std::string& bytes, off_t at, const std::string& path) {
   size_t off = 0;
   while (off < bytes.size()) {
-    ssize_t n = ::write(fd, bytes.data() + off, bytes.size() - off);
+    ssize_t n = ::pwrite(fd, bytes.data() + off, bytes.size() - off, at + static_cast<off_t>(off));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return Status::FromErrno(errno, path + ": write");
     off += static_cast<size_t>(n);
   }
   if (::fdatasync(fd) != 0) return Status::FromErrno(errno, path + ": fdatasync");
   return Status::Ok();
+}
+
+// One checksummed line padded with zeros to whole sectors.
+std::string Padded(const std::string& line) {
+  std::string out = line;
+  out.resize(RoundUp(out.size()), '\0');
+  return out;
+}
+
+// Checks "<16 hex> <body>" and returns the body, or the problem.
+bool CheckLine(std::string_view line, std::string_view* body, std::string* problem) {
+  uint64_t sum = 0;
+  // Exactly 16 lowercase hex digits: "A" for "a" must not pass.
+  bool hex = line.size() >= 18 && line[16] == ' ';
+  for (size_t i = 0; hex && i < 16; ++i) {
+    hex = (line[i] >= '0' && line[i] <= '9') || (line[i] >= 'a' && line[i] <= 'f');
+  }
+  if (!hex || std::from_chars(line.data(), line.data() + 16, sum, 16).ptr != line.data() + 16) {
+    *problem = "no checksum";
+    return false;
+  }
+  *body = line.substr(17);
+  if (Xxh3_64(body->data(), body->size()) != sum) {
+    *problem = "checksum mismatch";
+    return false;
+  }
+  return true;
+}
+
+// Parses "F|T backend maj:min mount target" (fields f[i0..i0+4]).
+bool ParseEntry(const std::vector<std::string_view>& f, size_t i0, JournalEntry* e) {
+  if (f.size() != i0 + 5 || (f[i0] != "F" && f[i0] != "T")) return false;
+  size_t colon = f[i0 + 2].find(':');
+  return colon != std::string_view::npos && ParseU32(f[i0 + 2].substr(0, colon), &e->major) &&
+         ParseU32(f[i0 + 2].substr(colon + 1), &e->minor) && UnescapeField(f[i0 + 1], &e->backend) &&
+         UnescapeField(f[i0 + 3], &e->mount_point) && UnescapeField(f[i0 + 4], &e->target);
+}
+
+void Apply(char kind, const JournalEntry& e, std::vector<JournalEntry>* outstanding) {
+  auto it = std::find_if(outstanding->begin(), outstanding->end(),
+                         [&](const JournalEntry& o) { return o.Key() == e.Key(); });
+  if (kind == 'F') {
+    if (it == outstanding->end()) outstanding->push_back(e);
+  } else if (it != outstanding->end()) {
+    outstanding->erase(it);
+  }
 }
 
 Result<std::string> ReadAllFd(int fd, const std::string& path) {
@@ -187,89 +239,145 @@ std::string JournalEntry::Key() const {
   return backend + " " + target + " " + DevKey(major, minor);
 }
 
-std::string EncodeJournalHeader(int64_t pid) {
-  return Line("H " + std::string(kMagic) + " " + std::to_string(kVersion) + " " +
-              std::to_string(pid));
+std::string CurrentBootId() {
+  int fd = ::open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  char buf[64];
+  ssize_t n = ::read(fd, buf, sizeof buf);
+  ::close(fd);
+  std::string id;
+  for (ssize_t i = 0; i < n; ++i) {
+    char c = buf[i];
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || c == '-') id.push_back(c);
+  }
+  return id;
 }
 
-std::string EncodeJournalRecord(char kind, const JournalEntry& e) {
-  return Line(std::string(1, kind) + " " + EscapeField(e.backend) + " " + DevKey(e.major, e.minor) +
-              " " + EscapeField(e.mount_point) + " " + EscapeField(e.target));
+std::string EncodeJournalHeader(int64_t pid, std::string_view boot_id, uint64_t end) {
+  std::string line = Line("H " + std::string(kMagic) + " " + std::to_string(kVersion) + " " +
+                          std::to_string(pid) + " " + EscapeField(boot_id) + " " +
+                          std::to_string(end));
+  return Padded(line);
 }
 
-Result<JournalContents> ParseJournal(std::string_view text, const std::string& name) {
-  JournalContents out;
-  size_t pos = 0;
-  int line_no = 0;
-  bool have_header = false;
+std::string EncodeJournalRecord(char kind, const JournalEntry& e, uint64_t seq) {
+  return Padded(Line(std::to_string(seq) + " " + std::string(1, kind) + " " +
+                     EscapeField(e.backend) + " " + DevKey(e.major, e.minor) + " " +
+                     EscapeField(e.mount_point) + " " + EscapeField(e.target)));
+}
+
+namespace {
+
+// Version 1 (issue 17): appended lines; bytes after the last '\n' were read
+// as a torn append and ignored, so a damaged journal could look shorter.
+// Still read, for journals an older strata left behind.
+Result<JournalContents> ParseJournalV1(std::string_view text, const std::string& name,
+                                       JournalContents out) {
+  size_t pos = text.find('\n') + 1;  // after the header (checked by the caller)
+  int line_no = 1;
   while (pos < text.size()) {
     size_t nl = text.find('\n', pos);
     if (nl == std::string_view::npos) {
-      out.torn_tail = true;  // an append cut short: its freeze never started
+      out.torn_tail = true;
       break;
     }
     std::string_view line = text.substr(pos, nl - pos);
-    size_t line_start = pos;
     pos = nl + 1;
     ++line_no;
-    auto bad = [&](const std::string& what) {
-      return name + ": line " + std::to_string(line_no) + ": " + what;
-    };
     std::string problem;
     std::string_view body;
-    uint64_t sum = 0;
-    // Exactly 16 lowercase hex digits: "A" for "a" must not pass.
-    bool hex = line.size() >= 18 && line[16] == ' ';
-    for (size_t i = 0; hex && i < 16; ++i) {
-      hex = (line[i] >= '0' && line[i] <= '9') || (line[i] >= 'a' && line[i] <= 'f');
-    }
-    if (!hex || std::from_chars(line.data(), line.data() + 16, sum, 16).ptr != line.data() + 16) {
-      problem = "no checksum";
-    } else {
-      body = line.substr(17);
-      if (Xxh3_64(body.data(), body.size()) != sum) problem = "checksum mismatch";
-    }
-    if (!have_header) {
-      auto f = Fields(body);
-      if (!problem.empty() || f.size() != 4 || f[0] != "H" || f[1] != kMagic) {
-        return Status::Corruption(name + ": byte " + std::to_string(line_start) +
-                                  ": not a strata quiesce journal header" +
-                                  (problem.empty() ? "" : " (" + problem + ")"));
-      }
-      if (f[2] != std::to_string(kVersion)) {
-        return Status::Unsupported(name + ": journal version " + std::string(f[2]) +
-                                   " (this strata reads version " + std::to_string(kVersion) +
-                                   ")");
-      }
-      std::from_chars(f[3].data(), f[3].data() + f[3].size(), out.pid);
-      have_header = true;
-      continue;
-    }
-    if (!problem.empty()) {
-      out.bad_lines.push_back(bad(problem));
+    JournalEntry e;
+    if (!CheckLine(line, &body, &problem)) {
+      out.bad_lines.push_back(name + ": line " + std::to_string(line_no) + ": " + problem);
       continue;
     }
     auto f = Fields(body);
-    JournalEntry e;
-    size_t colon = f.size() == 5 ? f[2].find(':') : std::string_view::npos;
-    if (f.size() != 5 || (f[0] != "F" && f[0] != "T") || colon == std::string_view::npos ||
-        !ParseU32(f[2].substr(0, colon), &e.major) ||
-        !ParseU32(f[2].substr(colon + 1), &e.minor) || !UnescapeField(f[1], &e.backend) ||
-        !UnescapeField(f[3], &e.mount_point) || !UnescapeField(f[4], &e.target)) {
-      out.bad_lines.push_back(bad("not a journal record"));
+    if (!ParseEntry(f, 0, &e)) {
+      out.bad_lines.push_back(name + ": line " + std::to_string(line_no) +
+                              ": not a journal record");
       continue;
     }
-    auto it = std::find_if(out.outstanding.begin(), out.outstanding.end(),
-                           [&](const JournalEntry& o) { return o.Key() == e.Key(); });
-    if (f[0] == "F") {
-      if (it == out.outstanding.end()) out.outstanding.push_back(e);
-    } else if (it != out.outstanding.end()) {
-      out.outstanding.erase(it);
-    }
+    Apply(f[0][0], e, &out.outstanding);
   }
-  if (!have_header) {
+  return out;
+}
+
+}  // namespace
+
+Result<JournalContents> ParseJournal(std::string_view text, const std::string& name) {
+  JournalContents out;
+  size_t nl = text.find('\n');
+  if (nl == std::string_view::npos) {
     return Status::Corruption(name + ": byte 0: no complete journal header");
   }
+  std::string problem;
+  std::string_view body;
+  bool sum_ok = CheckLine(text.substr(0, nl), &body, &problem);
+  auto f = Fields(body);
+  if (!sum_ok || f.size() < 4 || f[0] != "H" || f[1] != kMagic) {
+    return Status::Corruption(name + ": byte 0: not a strata quiesce journal header" +
+                              (problem.empty() ? "" : " (" + problem + ")"));
+  }
+  if (f[2] == "1" && f.size() == 4) {
+    out.version = 1;
+    std::from_chars(f[3].data(), f[3].data() + f[3].size(), out.pid);
+    return ParseJournalV1(text, name, std::move(out));
+  }
+  if (f[2] != std::to_string(kVersion)) {
+    return Status::Unsupported(name + ": journal version " + std::string(f[2]) +
+                               " (this strata reads versions 1 and " + std::to_string(kVersion) +
+                               ")");
+  }
+  uint64_t end = 0;
+  if (f.size() != 6 || nl + 1 > kSector ||
+      std::from_chars(f[3].data(), f[3].data() + f[3].size(), out.pid).ptr !=
+          f[3].data() + f[3].size() ||
+      !UnescapeField(f[4], &out.boot_id) ||
+      std::from_chars(f[5].data(), f[5].data() + f[5].size(), end).ptr !=
+          f[5].data() + f[5].size() ||
+      end < kSector || end % kSector != 0 || end > kMaxJournalBytes) {
+    return Status::Corruption(name + ": byte 0: bad journal header");
+  }
+  out.version = kVersion;
+  out.committed_bytes = end;
+  // Everything up to the committed end was durable before any freeze it
+  // names started: none of it may be missing or unreadable.
+  if (text.size() < end) {
+    out.bad_lines.push_back(name + ": byte " + std::to_string(text.size()) +
+                            ": cut short (the header commits " + std::to_string(end) +
+                            " bytes): what the missing records named is unknown");
+  }
+  size_t limit = std::min<size_t>(end, text.size());
+  uint64_t seq = 0;
+  for (size_t pos = kSector; pos < limit;) {
+    ++seq;
+    auto bad = [&](const std::string& what) {
+      return name + ": byte " + std::to_string(pos) + ": record " + std::to_string(seq) + ": " +
+             what;
+    };
+    size_t rnl = text.find('\n', pos);
+    if (rnl == std::string_view::npos || rnl >= limit) {
+      out.bad_lines.push_back(bad("no line end before the committed end"));
+      break;
+    }
+    std::string_view line = text.substr(pos, rnl - pos);
+    size_t next = RoundUp(rnl + 1);
+    JournalEntry e;
+    std::string_view rbody;
+    std::string why;
+    if (!CheckLine(line, &rbody, &why)) {
+      out.bad_lines.push_back(bad(why));
+    } else {
+      auto rf = Fields(rbody);
+      if (rf.empty() || rf[0] != std::to_string(seq) || !ParseEntry(rf, 1, &e)) {
+        out.bad_lines.push_back(bad("not record " + std::to_string(seq)));
+      } else {
+        Apply(rf[1][0], e, &out.outstanding);
+      }
+    }
+    pos = next;
+  }
+  out.records = seq;
   return out;
 }
 
@@ -296,13 +404,14 @@ Status FreezeJournal::CreateLocked() {
   std::string base = std::to_string(::getpid()) + "-" + nonce;
   std::string tmp = dir_ + "/.journal-" + base + ".tmp";
   std::string path = dir_ + "/" + std::string(kPrefix) + base;
-  int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
+  int fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return Status::FromErrno(errno, tmp + ": create journal");
   // Locked before it has its visible name: RecoverJournals never sees a
   // journal whose owner has not locked it yet.
   Status s;
   if (::flock(fd, LOCK_EX) != 0) s = Status::FromErrno(errno, tmp + ": flock");
-  if (s.ok()) s = WriteAllFd(fd, EncodeJournalHeader(::getpid()), tmp);
+  boot_id_ = CurrentBootId();
+  if (s.ok()) s = PwriteAllFd(fd, EncodeJournalHeader(::getpid(), boot_id_, kSector), 0, tmp);
   if (s.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) {
     s = Status::FromErrno(errno, path + ": rename journal into place");
   }
@@ -315,20 +424,37 @@ Status FreezeJournal::CreateLocked() {
   }
   fd_ = fd;
   path_ = path;
+  end_ = kSector;
+  seq_ = 0;
   return Status::Ok();
 }
 
-Status FreezeJournal::AppendLocked(const std::string& bytes) {
-  return WriteAllFd(fd_, bytes, path_);
+// Records go after the committed end; only the header rewrite (one sector
+// at offset 0, which neither SIGKILL nor a power cut tears) commits them.
+// A process killed before that leaves records no reader counts, and no
+// freeze has started for them.
+Status FreezeJournal::AppendLocked(char kind, const std::vector<JournalEntry>& entries) {
+  std::string bytes;
+  uint64_t seq = seq_;
+  for (const auto& e : entries) bytes += EncodeJournalRecord(kind, e, ++seq);
+  if (end_ + bytes.size() > kMaxJournalBytes) {
+    return Status::Busy(path_ + ": freeze journal full (" +
+                                     std::to_string(end_) +
+                                     " bytes); it starts afresh once nothing is frozen");
+  }
+  STRATA_RETURN_IF_ERROR(PwriteAllFd(fd_, bytes, static_cast<off_t>(end_), path_));
+  uint64_t end = end_ + bytes.size();
+  STRATA_RETURN_IF_ERROR(PwriteAllFd(fd_, EncodeJournalHeader(::getpid(), boot_id_, end), 0, path_));
+  end_ = end;
+  seq_ = seq;
+  return Status::Ok();
 }
 
 Status FreezeJournal::Intend(const std::vector<JournalEntry>& entries) {
   if (entries.empty()) return Status::Ok();
   std::lock_guard<std::mutex> lock(mu_);
   if (fd_ < 0) STRATA_RETURN_IF_ERROR(CreateLocked());
-  std::string bytes;
-  for (const auto& e : entries) bytes += EncodeJournalRecord('F', e);
-  STRATA_RETURN_IF_ERROR(AppendLocked(bytes));
+  STRATA_RETURN_IF_ERROR(AppendLocked('F', entries));
   for (const auto& e : entries) outstanding_.push_back(e);
   return Status::Ok();
 }
@@ -337,9 +463,7 @@ Status FreezeJournal::Thawed(const std::vector<JournalEntry>& entries) {
   if (entries.empty()) return Status::Ok();
   std::lock_guard<std::mutex> lock(mu_);
   if (fd_ < 0) return Status::Ok();
-  std::string bytes;
-  for (const auto& e : entries) bytes += EncodeJournalRecord('T', e);
-  STRATA_RETURN_IF_ERROR(AppendLocked(bytes));
+  STRATA_RETURN_IF_ERROR(AppendLocked('T', entries));
   for (const auto& e : entries) {
     auto it = std::find_if(outstanding_.begin(), outstanding_.end(),
                            [&](const JournalEntry& o) { return o.Key() == e.Key(); });
@@ -417,10 +541,42 @@ bool RecoverEntry(const JournalEntry& e, const std::string& mountinfo_path,
 
 }  // namespace
 
+namespace {
+
+// A version 2 journal written under the boot id `current` names nothing that
+// can still be frozen when its own boot id is another one: a reboot thawed
+// it all. (An unknown boot id on either side proves nothing.)
+bool FromEarlierBoot(const JournalContents& c, const std::string& current) {
+  return c.version >= 2 && !c.boot_id.empty() && !current.empty() && c.boot_id != current;
+}
+
+// Records T for `entries` the way the journal's version appends.
+Status AppendThawed(int fd, const std::string& path, const JournalContents& c, size_t file_size,
+                    const std::vector<JournalEntry>& entries) {
+  if (entries.empty()) return Status::Ok();
+  if (c.version < 2) {
+    std::string bytes;
+    for (const auto& e : entries) {
+      bytes += Line("T " + EscapeField(e.backend) + " " + DevKey(e.major, e.minor) + " " +
+                    EscapeField(e.mount_point) + " " + EscapeField(e.target));
+    }
+    return PwriteAllFd(fd, bytes, static_cast<off_t>(file_size), path);
+  }
+  uint64_t seq = c.records;
+  std::string bytes;
+  for (const auto& e : entries) bytes += EncodeJournalRecord('T', e, ++seq);
+  STRATA_RETURN_IF_ERROR(PwriteAllFd(fd, bytes, static_cast<off_t>(c.committed_bytes), path));
+  return PwriteAllFd(fd, EncodeJournalHeader(c.pid, c.boot_id, c.committed_bytes + bytes.size()), 0,
+                     path);
+}
+
+}  // namespace
+
 Result<RecoveryReport> RecoverJournals(const std::string& dir, const std::string& mountinfo_path) {
   RecoveryReport report;
+  const std::string boot = CurrentBootId();
   for (const std::string& path : JournalFiles(dir)) {
-    int fd = ::open(path.c_str(), O_RDWR | O_APPEND | O_CLOEXEC);
+    int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
     if (fd < 0) {
       if (errno == ENOENT) continue;  // its owner finished and removed it
       report.failed.push_back(Status::FromErrno(errno, path).message());
@@ -442,45 +598,64 @@ Result<RecoveryReport> RecoverJournals(const std::string& dir, const std::string
     auto contents = text.has_value() ? ParseJournal(*text, path)
                                      : Result<JournalContents>(text.error());
     if (!contents.has_value()) {
-      report.failed.push_back(contents.error().message() + " (journal kept)");
+      report.failed.push_back(contents.error().message() +
+                              ": what it named may still be frozen (journal kept)");
+      ::close(fd);
+      continue;
+    }
+    if (FromEarlierBoot(*contents, boot)) {
+      for (const JournalEntry& e : contents->outstanding) {
+        report.not_frozen.push_back(e.mount_point + " (journaled before a reboot)");
+      }
+      ::unlink(path.c_str());
       ::close(fd);
       continue;
     }
     bool all_settled = contents->bad_lines.empty();
     for (const auto& b : contents->bad_lines) {
-      report.failed.push_back(b + ": what it named is unknown (journal kept)");
+      report.failed.push_back(b + ": what it named may still be frozen (journal kept)");
     }
-    std::string settled;
+    std::vector<JournalEntry> settled;
     for (const JournalEntry& e : contents->outstanding) {
       if (RecoverEntry(e, mountinfo_path, &report)) {
-        settled += EncodeJournalRecord('T', e);
+        settled.push_back(e);
       } else {
         all_settled = false;
       }
     }
-    Status w = settled.empty() ? Status::Ok() : WriteAllFd(fd, settled, path);
-    if (!w.ok()) {
-      report.failed.push_back(w.message());
-      all_settled = false;
+    if (all_settled) {
+      ::unlink(path.c_str());
+    } else {
+      Status w = AppendThawed(fd, path, *contents, text->size(), settled);
+      if (!w.ok()) report.failed.push_back(w.message());
     }
-    if (all_settled) ::unlink(path.c_str());
     ::close(fd);
   }
   return report;
 }
 
-Result<std::vector<JournalEntry>> StaleJournalEntries(const std::string& dir) {
-  std::vector<JournalEntry> out;
+Result<StaleJournals> StaleJournalEntries(const std::string& dir) {
+  StaleJournals out;
+  const std::string boot = CurrentBootId();
   for (const std::string& path : JournalFiles(dir)) {
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) continue;
     bool stale = ::flock(fd, LOCK_SH | LOCK_NB) == 0;
     auto text = stale ? ReadAllFd(fd, path) : Result<std::string>(std::string());
     ::close(fd);
-    if (!stale || !text.has_value()) continue;
+    if (!stale) continue;
+    if (!text.has_value()) {
+      out.damaged.push_back(text.error().message());
+      continue;
+    }
     auto c = ParseJournal(*text, path);
-    if (!c.has_value()) continue;
-    out.insert(out.end(), c->outstanding.begin(), c->outstanding.end());
+    if (!c.has_value()) {
+      out.damaged.push_back(c.error().message());
+      continue;
+    }
+    if (FromEarlierBoot(*c, boot)) continue;
+    out.damaged.insert(out.damaged.end(), c->bad_lines.begin(), c->bad_lines.end());
+    out.entries.insert(out.entries.end(), c->outstanding.begin(), c->outstanding.end());
   }
   return out;
 }

@@ -553,7 +553,8 @@ Result<ServiceStatus> GetServiceStatus(const std::string& state_dir) {
     return reply.error();
   }
   STRATA_ASSIGN_OR_RETURN(auto stale, StaleJournalEntries(state_dir));
-  for (const auto& e : stale) {
+  st.damaged_journals = std::move(stale.damaged);
+  for (const auto& e : stale.entries) {
     st.stale_frozen.push_back(e.backend == "fifreeze"
                                   ? e.mount_point
                                   : e.mount_point + " (" + e.backend + " " + e.target + ")");

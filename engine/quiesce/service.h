@@ -60,6 +60,9 @@ struct ServiceStatus {
   // Mount points that journals of dead processes (a SIGKILLed daemon or
   // --exec) name: frozen, or about to be, until `strata thaw --all`.
   std::vector<std::string> stale_frozen;
+  // Damage in those journals ("<file>: byte N: <problem>"): what the damaged
+  // part named may still be frozen.
+  std::vector<std::string> damaged_journals;
 };
 
 // Creates the state directory (mode 0700) if needed.

@@ -121,6 +121,12 @@ std::string FeatureBitNames(const Header& h, uint8_t type, uint64_t bits);
 // Entries of the L1 table needed to map `size` guest bytes (no overflow).
 uint64_t L1EntriesFor(uint64_t size, const Header& h);
 
+// The guest size of an image whose header says `header_size` bytes: QEMU
+// keeps whole 512-byte sectors (`bs->total_sectors = header.size /
+// BDRV_SECTOR_SIZE` in qcow2_do_open), so a size that is not a multiple of
+// 512 (qemu-img never writes one) reads as the sectors below it.
+inline uint64_t GuestSize(uint64_t header_size) { return header_size & ~uint64_t{511}; }
+
 // Checks that a table of `entries` x `entry_bytes` at `offset` is
 // cluster-aligned, computes its end without overflow and lies inside the
 // file. `what` names the structure in the error.

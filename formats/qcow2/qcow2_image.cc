@@ -395,7 +395,7 @@ class Qcow2ImageImpl : public Qcow2Image {
     if (!found) return Status::NotFound(name() + ": no internal snapshot '" + id_or_name + "'");
     View v;
     v.l1_offset = found->l1_table_offset;
-    v.size = found->has_disk_size ? found->disk_size : c.h.size;
+    v.size = found->has_disk_size ? found->disk_size : GuestSize(c.h.size);
     STRATA_ASSIGN_OR_RETURN(v.l1, c.ReadL1(found->l1_table_offset, found->l1_size,
                                            name() + ": L1 table of snapshot '" + found->id +
                                                "' at " + Hex(found->l1_table_offset)));
@@ -543,7 +543,7 @@ Result<std::unique_ptr<Qcow2ImageImpl>> OpenFromFile(std::unique_ptr<File> file,
       q.date_sec = s.date_sec;
       q.date_nsec = s.date_nsec;
       q.vm_clock_nsec = s.vm_clock_nsec;
-      q.disk_size = s.has_disk_size ? s.disk_size : h.size;
+      q.disk_size = s.has_disk_size ? s.disk_size : GuestSize(h.size);
       core->snapshot_infos.push_back(std::move(q));
     }
   }
@@ -595,7 +595,7 @@ Result<std::unique_ptr<Qcow2ImageImpl>> OpenFromFile(std::unique_ptr<File> file,
 
   View v;
   v.l1_offset = h.l1_table_offset;
-  v.size = h.size;
+  v.size = GuestSize(h.size);
   // Only the entries that map guest data are needed; the rest hold VM state.
   uint32_t entries = static_cast<uint32_t>(L1EntriesFor(h.size, h));
   STRATA_ASSIGN_OR_RETURN(v.l1, core->ReadL1(h.l1_table_offset, entries,

@@ -102,7 +102,7 @@ Result<ExtentSet> LoadBitmap(Core& c, const std::string& name, bool force) {
     }
   }
   const uint32_t gbits = b->granularity_bits;
-  const uint64_t disk = c.h.size;
+  const uint64_t disk = GuestSize(c.h.size);
   STRATA_ASSIGN_OR_RETURN(
       ExtentSet set,
       ExtentSet::Create(disk, uint64_t{1} << std::min<uint32_t>(gbits, Granularity::kMaxShift)));

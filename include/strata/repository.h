@@ -122,14 +122,21 @@ class Repository {
   Status Abandon(const ArchiveId& id);
   // Replaces the entry with e.id (atomically).
   Status Replace(const CatalogEntry& e);
-  // Removes an entry (and a pending removal of it) from the catalog, then
-  // its archive file.
+  // Removes an entry from the catalog (keeping a journaled removal of it),
+  // then its archive file, then the journal line. Also finishes a journaled
+  // removal whose entry is already gone (a crash between those steps).
   Status Remove(const ArchiveId& id);
   // Replaces the whole catalog (strata repair); no operation stays pending.
   Status Rewrite(std::vector<CatalogEntry> entries);
 
   // Names in archives/ that look like archives (ID.sar) but no entry names.
   Result<std::vector<std::string>> Orphans() const;
+
+  // Whether `name`, in the repository's top directory, is a temporary of an
+  // atomic catalog write that a killed process left: "catalog.tmp.*" (a
+  // catalog update) or "catalog.replaced-<seconds>.tmp.*" (the copy of the
+  // old catalog `strata repair --apply` keeps).
+  static bool IsCatalogTemporary(const std::string& name);
 
   static CatalogEntry EntryFor(const ArchiveReader& a);
 

@@ -1,6 +1,8 @@
 // `strata backup --nbd|--qmp|--libvirt` and `strata restore --format
-// qcow2|--nbd` (issue 14; engine/live does the work). cmd_backup.cc hands
-// these command lines over (tools/live_cli.h).
+// qcow2|--nbd` (issue 14; engine/live does the work), in the helper
+// executable strata-live: `strata` execs it for these command lines
+// (tools/live_dispatch.cc), so that libvirt and libnbd, with their ~50
+// libraries, are loaded only by the commands that use them.
 #include <sys/stat.h>
 
 #include <cinttypes>
@@ -22,14 +24,6 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
-bool HasFlag(int argc, char** argv, const char* flag) {
-  const size_t n = std::strlen(flag);
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--") == 0) return false;
-    if (std::strncmp(argv[i], flag, n) == 0 && (argv[i][n] == 0 || argv[i][n] == '=')) return true;
-  }
-  return false;
-}
 
 constexpr char kLiveHelp[] = R"(Usage:
   strata backup --repo REPO --nbd URI [--bitmap NAME | --full] [OPTIONS]
@@ -128,19 +122,6 @@ Json PointJson(const ChainPoint& p) {
 }
 
 }  // namespace
-
-bool IsLiveBackup(int argc, char** argv) {
-  return HasFlag(argc, argv, "--nbd") || HasFlag(argc, argv, "--qmp") || HasFlag(argc, argv, "--libvirt");
-}
-
-bool IsLiveRestore(int argc, char** argv) {
-  if (HasFlag(argc, argv, "--nbd")) return true;
-  for (int i = 1; i + 1 < argc; ++i) {
-    if (std::strcmp(argv[i], "--format") == 0) return true;
-    if (std::strncmp(argv[i], "--format=", 9) == 0) return true;
-  }
-  return HasFlag(argc, argv, "--format");
-}
 
 int LiveBackupMain(int argc, char** argv) {
   const char* tool = "strata backup";
