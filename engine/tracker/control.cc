@@ -187,6 +187,9 @@ void TrackerControlServer::Impl::Serve() {
       return;
     }
     if (fds[0].revents) return;  // Stop
+    // Connections polled this time: fds[2 + i] belongs to conns[i] only for
+    // these (one accepted below has no entry yet).
+    const size_t polled = conns.size();
     if (fds[1].revents & POLLIN) {
       Fd c(::accept4(listen_fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
       if (c.get() >= 0) {
@@ -203,7 +206,7 @@ void TrackerControlServer::Impl::Serve() {
     // Connections answered in order; a closed or broken one is dropped.
     std::vector<Fd> keep;
     for (size_t i = 0; i < conns.size(); ++i) {
-      short ev = fds[2 + i].revents;
+      const short ev = i < polled ? fds[2 + i].revents : 0;
       if (ev == 0 || Answer(conns[i].get())) keep.push_back(std::move(conns[i]));
     }
     conns = std::move(keep);
