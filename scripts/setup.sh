@@ -13,7 +13,7 @@ PACKAGES=(
   qemu-system-x86 qemu-system-common libnbd-dev nbdkit
   libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients virtnbdbackup
   nbdkit-plugin-dev libfuse3-dev fuse3 libblkid-dev fdisk fio python3-libnbd
-  python3-jsonschema
+  help2man man-db python3-jsonschema
 )
 
 # The live tests (label "live") run their own libvirtd, which needs the
