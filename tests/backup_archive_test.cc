@@ -25,7 +25,7 @@ std::vector<uint8_t> Compress(const std::vector<uint8_t>& raw) {
 // A small archive: two frames (one holding two extents), zero extents
 // between; returns the guest bytes each data extent holds.
 std::string WriteSample(const std::string& path, std::mt19937_64& rng,
-                        std::vector<std::pair<ExtentRecord, std::vector<uint8_t>>>* truth) {
+                        std::vector<std::pair<ExtentRecord, std::vector<uint8_t>>>* truth, int nframes = 2) {
   ArchiveHeader h;
   h.id = NewArchiveId();
   h.disk_size = 1 << 20;
@@ -37,7 +37,7 @@ std::string WriteSample(const std::string& path, std::mt19937_64& rng,
   auto w = ArchiveWriter::Create(path, h);
   EXPECT_TRUE(w.has_value());
   uint64_t guest = 0;
-  for (int f = 0; f < 2; ++f) {
+  for (int f = 0; f < nframes; ++f) {
     std::vector<uint8_t> raw;
     std::vector<ExtentRecord> recs;
     for (int k = 0; k < 2; ++k) {
@@ -166,6 +166,40 @@ TEST(Archive, EverySingleByteCorruptionIsDetected) {
     testing::WriteFileBytes(bad_path, {good.begin(), good.begin() + static_cast<long>(n)});
     auto r = ArchiveReader::Open(bad_path);
     ASSERT_FALSE(r.has_value()) << "truncation to " << n << " bytes accepted";
+  }
+}
+
+// Verify decompresses frames on several threads; whatever the thread count
+// and the timing, the error names the first damaged frame in file order.
+TEST(Archive, VerifyNamesTheFirstBadFrameWithAnyThreadCount) {
+  testing::TempDir dir;
+  std::mt19937_64 rng(testing::TestSeed());
+  std::vector<std::pair<ExtentRecord, std::vector<uint8_t>>> truth;
+  std::string path = dir.File("a.sar");
+  WriteSample(path, rng, &truth, 9);
+  const std::vector<uint8_t> good = testing::ReadFileBytes(path);
+  std::vector<FrameRecord> frames;
+  {
+    auto r = ArchiveReader::Open(path);
+    ASSERT_TRUE(r.has_value()) << r.error().ToString();
+    frames = (*r)->index().frames;
+    for (unsigned t : {1u, 2u, 8u}) ASSERT_TRUE(VerifyArchive(**r, t).ok()) << t << " threads";
+  }
+  ASSERT_GE(frames.size(), 3u);
+  std::string bad_path = dir.File("bad.sar");
+  for (int trial = 0; trial < 40; ++trial) {
+    std::vector<uint8_t> bad = good;
+    size_t a = rng() % frames.size(), b = rng() % frames.size();
+    for (size_t f : {a, b}) bad[frames[f].file_offset + rng() % frames[f].compressed_size] ^= 0x5a;
+    testing::WriteFileBytes(bad_path, bad);
+    auto r = ArchiveReader::Open(bad_path);
+    ASSERT_TRUE(r.has_value()) << r.error().ToString();
+    std::string want = "frame " + std::to_string(std::min(a, b)) + " ";
+    for (unsigned t : {1u, 2u, 3u, 8u}) {
+      Status s = VerifyArchive(**r, t);
+      ASSERT_FALSE(s.ok()) << t << " threads, frames " << a << " and " << b;
+      EXPECT_NE(s.message().find(want), std::string::npos) << t << " threads: " << s.message();
+    }
   }
 }
 

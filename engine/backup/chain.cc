@@ -3,7 +3,10 @@
 #include <zstd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <mutex>
+#include <thread>
 
 #include "engine/backup/chain_image.h"
 #include "strata/pipeline.h"
@@ -135,24 +138,71 @@ Status ForEachResolved(const std::vector<const ArchiveReader*>& chain,
 }
 
 
-Status VerifyArchive(const ArchiveReader& a) {
-  std::unique_ptr<ZSTD_DCtx, DCtxDeleter> dctx(ZSTD_createDCtx());
-  std::vector<uint8_t> raw;
-  uint32_t loaded = ExtentRecord::kZeroFrame;
-  std::vector<bool> seen(a.index().frames.size());
-  for (const ExtentRecord& e : a.index().extents) {
-    if (!e.is_zero() && e.frame != loaded) {
-      STRATA_RETURN_IF_ERROR(a.ReadFrame(e.frame, &raw, dctx.get()));
-      loaded = e.frame;
-      seen[e.frame] = true;
+Status VerifyArchive(const ArchiveReader& a, unsigned threads) {
+  const ArchiveIndex& idx = a.index();
+  const uint32_t frames = static_cast<uint32_t>(idx.frames.size());
+  // Zero extents need no data; every other extent is checked by whoever
+  // decompresses its frame. Frames no extent refers to are still read and
+  // checked (every stored byte is covered).
+  std::vector<uint32_t> first(frames + 1, 0);  // extents of frame f: order[first[f], first[f+1])
+  std::vector<uint32_t> order;
+  for (uint32_t i = 0; i < idx.extents.size(); ++i) {
+    const ExtentRecord& e = idx.extents[i];
+    if (e.is_zero()) {
+      STRATA_RETURN_IF_ERROR(a.CheckExtent(e, {}));
+    } else if (e.frame >= frames) {
+      return Status::Corruption(a.path() + ": extent at guest offset " + std::to_string(e.guest_offset) +
+                                " names frame " + std::to_string(e.frame) + " of " + std::to_string(frames));
+    } else {
+      ++first[e.frame + 1];
     }
-    STRATA_RETURN_IF_ERROR(a.CheckExtent(e, raw));
   }
-  // Frames no extent refers to are still checked (every byte is covered).
-  for (uint32_t i = 0; i < seen.size(); ++i) {
-    if (!seen[i]) STRATA_RETURN_IF_ERROR(a.ReadFrame(i, &raw, dctx.get()));
+  for (uint32_t f = 0; f < frames; ++f) first[f + 1] += first[f];
+  order.resize(first[frames]);
+  {
+    std::vector<uint32_t> fill(first.begin(), first.end() - 1);
+    for (uint32_t i = 0; i < idx.extents.size(); ++i) {
+      const ExtentRecord& e = idx.extents[i];
+      if (!e.is_zero()) order[fill[e.frame]++] = i;
+    }
   }
-  return Status::Ok();
+  // Frames are independent: workers take them in file order (so the reads
+  // stay sequential for the kernel's readahead) and decompress in parallel.
+  // The error reported is the one of the first bad frame, as a sequential
+  // check would report it.
+  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  threads = std::min<unsigned>(threads, std::max<uint32_t>(frames, 1));
+  std::atomic<uint32_t> next{0};
+  std::mutex mu;
+  uint32_t bad_frame = UINT32_MAX;
+  Status bad = Status::Ok();
+  auto work = [&] {
+    std::unique_ptr<ZSTD_DCtx, DCtxDeleter> dctx(ZSTD_createDCtx());
+    std::vector<uint8_t> raw, comp;
+    for (;;) {
+      uint32_t f = next.fetch_add(1, std::memory_order_relaxed);
+      if (f >= frames) return;
+      if (raw.size() < idx.frames[f].raw_size) raw.resize(idx.frames[f].raw_size);
+      Status s = a.ReadFrame(f, std::span<uint8_t>(raw), &comp, dctx.get());
+      for (uint32_t k = first[f]; s.ok() && k < first[f + 1]; ++k) s = a.CheckExtent(idx.extents[order[k]], raw);
+      if (!s.ok()) {
+        std::lock_guard<std::mutex> l(mu);
+        if (f < bad_frame) {
+          bad_frame = f;
+          bad = std::move(s);
+        }
+        // Frames after this one cannot change the answer; earlier ones can.
+        uint32_t cur = next.load();
+        while (cur < frames && !next.compare_exchange_weak(cur, frames)) {}
+        return;
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (unsigned t = 1; t < threads; ++t) pool.emplace_back(work);
+  work();
+  for (std::thread& t : pool) t.join();
+  return bad;
 }
 
 Result<std::unique_ptr<Image>> OpenChainImage(const std::vector<const ArchiveReader*>& chain) {

@@ -124,8 +124,10 @@ Status ForEachResolved(const std::vector<const ArchiveReader*>& chain,
                        const std::function<Status(uint64_t offset, std::span<const uint8_t> data,
                                                   uint64_t zero_len)>& fn);
 
-// Reads and checks every frame and extent checksum of one archive.
-Status VerifyArchive(const ArchiveReader& archive);
+// Reads and checks every frame and extent checksum of one archive, frames
+// decompressed on `threads` threads (0: one per core). On damage, the error
+// names the first bad frame in file order.
+Status VerifyArchive(const ArchiveReader& archive, unsigned threads = 0);
 
 // The resolved view of a chain (newest first) as a read-only Image: reads
 // decompress and verify the frames that hold the bytes; block status says
