@@ -257,8 +257,40 @@ void PrintJsonError(const std::string& code, const std::string& message, int exi
 }
 }  // namespace
 
+namespace {
+void AppendJson(const Json& j, bool top, std::string* out) {
+  if (j.is_object()) {
+    *out += '{';
+    bool first = true;
+    for (const auto& [k, v] : j.items()) {
+      *out += first ? "" : ", ";
+      *out += Json(k).dump(-1, ' ', false, Json::error_handler_t::replace) + ": ";
+      AppendJson(v, false, out);
+      first = false;
+    }
+    *out += '}';
+  } else if (j.is_array()) {
+    *out += '[';
+    for (size_t i = 0; i < j.size(); ++i) {
+      if (i) *out += top ? ",\n" : ", ";
+      AppendJson(j[i], false, out);
+    }
+    *out += ']';
+  } else {
+    *out += j.dump(-1, ' ', false, Json::error_handler_t::replace);
+  }
+}
+}  // namespace
+
+std::string FormatJson(const Json& j, int indent) {
+  if (indent >= 0) return j.dump(indent, ' ', false, Json::error_handler_t::replace);
+  std::string out;
+  AppendJson(j, true, &out);
+  return out;
+}
+
 void PrintJson(const Json& j, int indent) {
-  std::string text = j.dump(indent, ' ', false, Json::error_handler_t::replace);
+  std::string text = FormatJson(j, indent);
   text += '\n';
   std::fwrite(text.data(), 1, text.size(), stdout);
   std::fflush(stdout);

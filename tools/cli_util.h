@@ -60,9 +60,13 @@ Result<uint64_t> ParseSize(const std::string& text);
 // "2026-11-22T04:05:52Z" (UTC, ISO 8601) for a time in ns since the epoch.
 std::string FormatTime(int64_t unix_ns);
 using Json = nlohmann::ordered_json;
-// Prints `j` on stdout as one line (or indented), bytes that are not UTF-8
-// (file and disk names can be anything) replaced by U+FFFD so the output is
-// always valid JSON.
+// `j` as text in strata's layout: ", " and ": " separators on one line, the
+// elements of a top-level array one per line (as the CLI always printed it);
+// `indent` >= 0 uses nlohmann's indented layout instead. Every value is
+// serialised by nlohmann-json, bytes that are not UTF-8 (file and disk names
+// can be anything) replaced by U+FFFD so the output is always valid JSON.
+std::string FormatJson(const Json& j, int indent = -1);
+// Prints FormatJson(j) and a newline on stdout.
 void PrintJson(const Json& j, int indent = -1);
 // With --json, Fail() and Usage() also print {"error": {"code", "message",
 // "exit_code"}} on stdout. Args::Parse() turns it on when --json is given.

@@ -200,7 +200,7 @@ std::string StateJson(MountFs& fs, const std::vector<Mounted>& parts) {
             {"dir", fs.dir},
             {"size", fs.size},
             {"partitions", partitions}};
-  return j.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
+  return FormatJson(j) + "\n";
 }
 
 // ---- undoing a mount (strata umount, and the daemon on SIGTERM) ----
