@@ -7,12 +7,13 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake pkg-config git libmount-dev
   liburing-dev libxxhash-dev libroaring-dev libzstd-dev zlib1g-dev
-  libgtest-dev libgmock-dev googletest libbenchmark-dev nlohmann-json3-dev
+  libgtest-dev libgmock-dev googletest libbenchmark-dev nlohmann-json3-dev libcli11-dev
   qemu-utils libnbd-bin zstd xxhash
   e2fsprogs xfsprogs btrfs-progs util-linux qemu-guest-agent
   qemu-system-x86 qemu-system-common libnbd-dev nbdkit
   libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients virtnbdbackup
   nbdkit-plugin-dev libfuse3-dev fuse3 libblkid-dev fdisk fio python3-libnbd
+  help2man man-db python3-jsonschema
 )
 
 # The live tests (label "live") run their own libvirtd, which needs the

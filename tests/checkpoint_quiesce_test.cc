@@ -6,6 +6,8 @@
 
 #include <filesystem>
 
+#include <nlohmann/json.hpp>
+
 #include "tests/loop_fs.h"
 #include "tests/test_util.h"
 
@@ -84,10 +86,10 @@ TEST(CheckpointQuiesce, BackupTakesItsCheckpointFrozen) {
   RunOk(S("init " + ShellQuote(repo)));
   RunOk(S("tracker init" + T + "--size 8M"));
   std::string full = RunOk(S("backup --json" + R + "--full" + T + Q + ShellQuote(disk)));
-  EXPECT_NE(full.find("\"quiesced\":true"), std::string::npos) << full;
+  EXPECT_EQ(nlohmann::json::parse(full)["quiesced"], true) << full;
   RunOk(S("scribble" + T + "--bytes 256K --seed 1 " + ShellQuote(disk)));
   std::string inc = RunOk(S("backup --json" + R + T + Q + "--deadline 5 " + ShellQuote(disk)));
-  EXPECT_NE(inc.find("\"quiesced\":true"), std::string::npos) << inc;
+  EXPECT_EQ(nlohmann::json::parse(inc)["quiesced"], true) << inc;
   EXPECT_EQ(RunCommand("timeout 10 sh -c 'echo x > " + fs.mnt() + "/after'").exit_code, 0);
   std::string list = RunOk(S("list" + R));
   EXPECT_NE(list.find("(quiesced)"), std::string::npos) << list;

@@ -4,7 +4,7 @@ strata_test(backup_pipeline_test SOURCES backup_pipeline_test.cc LINKS strata_ba
 strata_test(backup_cli_test SOURCES backup_cli_test.cc LINKS strata_extents nlohmann_json::nlohmann_json LABEL system)
 add_dependencies(backup_cli_test strata extent-dump)
 # strata checkpoint --quiesce (tracker + quiesce) on a real loop-mounted ext4.
-strata_test(checkpoint_quiesce_test SOURCES checkpoint_quiesce_test.cc LINKS strata_extents
+strata_test(checkpoint_quiesce_test SOURCES checkpoint_quiesce_test.cc LINKS strata_extents nlohmann_json::nlohmann_json
   LABEL system LOCK fsfreeze)
 add_dependencies(checkpoint_quiesce_test strata)
 # Issue 10: randomized histories over several disks against a model (CLI,

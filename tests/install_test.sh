@@ -28,6 +28,14 @@ if ldd "$prefix/bin/strata" | grep -qE "libvirt|libnbd"; then echo "strata links
 # The SONAME carries the version.
 objdump -p "$libdir"/libstrata.so | grep -q "SONAME.*libstrata.so.$(pkg-config --modversion strata | cut -d. -f1,2)"
 
+# Manuals: every installed page renders; the installed completion registers.
+ls "$prefix"/share/man/man1/strata.1 "$prefix"/share/man/man1/strata-backup.1 "$prefix"/share/man/man1/extent-dump.1 >/dev/null
+for page in "$prefix"/share/man/man1/*.1; do
+  MANWIDTH=80 man -l "$page" 2>&1 | grep -q "^NAME" || { echo "man -l $page does not render" >&2; exit 1; }
+done
+PATH="$prefix/bin:$PATH" bash -c 'source "$1/share/bash-completion/completions/strata" && complete -p strata >/dev/null' \
+  _ "$prefix" || { echo "installed completion does not register strata" >&2; exit 1; }
+
 # C, shared.
 cc -std=c11 -Wall -Werror "$src/tests/capi_test.c" $(pkg-config --cflags --libs strata) \
    -Wl,-rpath,"$libdir" -o "$work/capi_shared"

@@ -241,7 +241,11 @@ TEST_F(LiveQmp, RandomKillsLoseNothing) {
     ASSERT_TRUE(test_q_->Execute("query-status").has_value());
     // The bitmap the newest backup ends at is still there and recording.
     {
-      auto repo = Repository::Open(repo_dir_, RepositoryOptions{nullptr, true});
+      // Twice in ~160 trials on a loaded machine the lock was still held
+      // right after the killed process was reaped, by a holder not yet
+      // identified (a release deferred by the kernel is the suspect): wait
+      // for it briefly; a holder that stays is reported below.
+      auto repo = Repository::Open(repo_dir_, RepositoryOptions{nullptr, true, std::chrono::seconds(5)});
       if (!repo.has_value()) {  // who holds the lock, for the report
         std::system(("lslocks -o PID,COMMAND,TYPE,PATH | grep -F '" + repo_dir_ + "' >&2; ps -eo pid,ppid,stat,args | grep -E 'strata|qemu' | grep -v grep >&2").c_str());
       }

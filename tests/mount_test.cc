@@ -15,6 +15,8 @@
 #include <random>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "tests/test_util.h"
 
 namespace strata {
@@ -102,9 +104,9 @@ void MakeDisk(const std::string& disk, const std::string& p1, const std::string&
 }
 
 pid_t DaemonPid(const std::string& dir) {
-  std::string state = RunOk("cat " + Q(dir + "/.strata-mount"));
-  size_t p = state.find("\"pid\": ");
-  return p == std::string::npos ? -1 : static_cast<pid_t>(std::stol(state.substr(p + 7)));
+  auto state = nlohmann::json::parse(RunOk("cat " + Q(dir + "/.strata-mount")), nullptr, false);
+  if (!state.is_object() || !state.contains("pid")) return -1;
+  return state["pid"].get<pid_t>();
 }
 
 std::vector<std::string> LoopsBackedBy(const std::string& file) {

@@ -27,5 +27,5 @@ add_dependencies(qcow2_differential_test extent-dump)
 # Named regressions for what the differential test found, external data
 # files, and the rules on which files opening an image may touch.
 strata_test(qcow2_regression_test SOURCES qcow2_regression_test.cc
-  LINKS strata_image_open strata_qcow2 strata_extents)
+  LINKS strata_image_open strata_qcow2 strata_extents nlohmann_json::nlohmann_json)
 add_dependencies(qcow2_regression_test extent-dump strata)

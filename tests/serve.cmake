@@ -11,7 +11,7 @@ set_tests_properties(frame_cache PROPERTIES LABELS "tsan;unit")
 strata_test(serve_test SOURCES serve_test.cc LINKS nlohmann_json::nlohmann_json LABEL serve)
 add_dependencies(serve_test strata)
 # strata mount / umount on real FUSE, loop devices and ext4 (as root).
-strata_test(mount_test SOURCES mount_test.cc LABEL serve)
+strata_test(mount_test SOURCES mount_test.cc LINKS nlohmann_json::nlohmann_json LABEL serve)
 add_dependencies(mount_test strata)
 # The tracking filter (nbdkit --filter=strata) with real nbdkit, nbdcopy and
 # qemu-io; checkpoints and backups through its control socket; SIGKILL.

@@ -1,50 +1,155 @@
 #include "tools/cli_util.h"
 
+#include <charconv>
+#include <cctype>
 #include <cinttypes>
 #include <cstdio>
 #include <ctime>
 
+#include <CLI/CLI.hpp>
+#include <algorithm>
+
 #include "extents/endian.h"
+#include "tools/progress.h"
 
 namespace strata::cli {
+
+const std::map<std::string, std::string>& ShortFlags() {
+  static const auto* m = new std::map<std::string, std::string>{
+      {"--help", "-h"},   {"--quiet", "-q"},  {"--verbose", "-v"}, {"--repo", "-r"},
+      {"--backup", "-b"}, {"--format", "-f"}, {"--output", "-o"}, {"--version", "-V"}};
+  return *m;
+}
+
+namespace {
+
+// Edit distance with adjacent transpositions (optimal string alignment):
+// "lsit" is one step from "list".
+size_t EditDistance(const std::string& a, const std::string& b) {
+  std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));
+  for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    for (size_t j = 1; j <= b.size(); ++j) {
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) {
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    }
+  }
+  return d[a.size()][b.size()];
+}
+
+// Whether a command line that failed to parse asked for --json (its error
+// is then JSON too).
+bool MentionsJson(int argc, char** argv, int first) {
+  CLI::App app;
+  app.set_help_flag();
+  app.allow_extras();
+  CLI::Option* json = app.add_flag("--json");
+  try {
+    app.parse(argc - first + 1, argv + first - 1);
+  } catch (const CLI::ParseError&) {
+    return false;
+  }
+  return json->count() > 0;
+}
+
+}  // namespace
+
+std::string ClosestMatch(const std::string& word, const std::vector<std::string>& candidates) {
+  std::string best;
+  size_t best_d = 3;
+  for (const std::string& c : candidates) {
+    size_t d = EditDistance(word, c);
+    if (d < best_d) {
+      best_d = d;
+      best = c;
+    }
+  }
+  if (!best.empty()) return best;
+  for (const std::string& c : candidates) {
+    if (word.size() >= 3 && c.rfind(word, 0) == 0) return c;
+  }
+  return "";
+}
 
 Result<Args> Args::Parse(int argc, char** argv, int first,
                          const std::set<std::string>& value_flags,
                          const std::set<std::string>& bool_flags) {
+  CLI::App app;
+  app.set_help_flag();  // each command prints its own help for -h/--help
+  app.allow_extras();   // unknown options are reported below, with a suggestion
+  std::vector<std::pair<std::string, CLI::Option*>> options;
+  auto spec = [&](const std::string& name) {
+    auto s = ShortFlags().find(name);
+    return s == ShortFlags().end() ? name : s->second + "," + name;
+  };
+  for (const std::string& name : value_flags) {
+    CLI::Option* o = app.add_option(spec(name));
+    o->type_size(1)->expected(1)->allow_extra_args(false)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+    options.emplace_back(name, o);
+  }
+  for (const std::string& name : bool_flags) options.emplace_back(name, app.add_flag(spec(name)));
   Args a;
-  bool options = true;
-  for (int i = first; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (options && arg == "--") {
-      options = false;
-      continue;
+  app.add_option("args", a.positional_);
+  try {
+    app.parse(argc - first + 1, argv + first - 1);  // CLI11 skips the program name
+  } catch (const CLI::ArgumentMismatch& e) {
+    SetJsonErrors(MentionsJson(argc, argv, first));
+    std::string what = e.what();
+    return Status::InvalidArgument("option " + what.substr(0, what.find(':')) + " needs a value");
+  } catch (const CLI::ParseError& e) {
+    SetJsonErrors(MentionsJson(argc, argv, first));
+    return Status::InvalidArgument(e.what());
+  }
+  if (bool_flags.count("--json")) {
+    for (const auto& [name, o] : options) {
+      if (name == "--json") SetJsonErrors(o->count() > 0);
     }
-    if (!options || arg.size() < 2 || arg[0] != '-' || arg == "-") {
-      a.positional_.push_back(arg);
-      continue;
-    }
-    std::string name = arg, value;
-    bool has_value = false;
-    size_t eq = arg.find('=');
-    if (eq != std::string::npos) {
-      name = arg.substr(0, eq);
-      value = arg.substr(eq + 1);
-      has_value = true;
-    }
+  }
+  for (const std::string& extra : app.remaining()) {
+    if (extra == "--") continue;
+    std::string name = extra.substr(0, extra.find('='));
+    std::vector<std::string> known;
+    for (const auto& [n, o] : options) known.push_back(n);
+    std::string near = ClosestMatch(name, known);
+    return Status::InvalidArgument("unknown option '" + name + "'" +
+                                   (near.empty() ? "" : " (did you mean '" + near + "'?)"));
+  }
+  for (const auto& [name, o] : options) {
+    if (!o->count()) continue;
     if (value_flags.count(name)) {
-      if (!has_value) {
-        if (i + 1 >= argc) return Status::InvalidArgument("option " + name + " needs a value");
-        value = argv[++i];
-      }
-      a.values_.emplace(name, value);
-    } else if (bool_flags.count(name)) {
-      if (has_value) return Status::InvalidArgument("option " + name + " takes no value");
-      a.values_.emplace(name, "");
+      for (const std::string& v : o->results()) a.values_.emplace(name, v);
     } else {
-      return Status::InvalidArgument("unknown option '" + name + "'");
+      a.values_.emplace(name, "");
     }
   }
   return a;
+}
+
+std::set<std::string> Args::Peek(int argc, char** argv, int first, const std::set<std::string>& value_flags) {
+  CLI::App app;
+  app.set_help_flag();
+  app.allow_extras();
+  std::vector<std::pair<std::string, CLI::Option*>> options;
+  for (const std::string& name : value_flags) {
+    CLI::Option* o = app.add_option(name);
+    o->type_size(1)->expected(1)->allow_extra_args(false)->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+    options.emplace_back(name, o);
+  }
+  std::vector<std::string> positional;
+  app.add_option("args", positional);
+  std::set<std::string> seen;
+  try {
+    app.parse(argc - first + 1, argv + first - 1);
+  } catch (const CLI::ParseError&) {
+    return value_flags;  // e.g. a flag without its value: let the full parser say so
+  }
+  for (const auto& [name, o] : options) {
+    if (o->count()) seen.insert(name);
+  }
+  return seen;
 }
 
 std::optional<std::string> Args::Get(const std::string& flag) const {
@@ -62,28 +167,55 @@ std::vector<std::string> Args::All(const std::string& flag) const {
 
 Result<uint64_t> ParseSize(const std::string& text) {
   auto bad = [&] {
-    return Status::InvalidArgument("'" + text + "' is not a size (e.g. 65536, 64K, 10G)");
+    return Status::InvalidArgument("'" + text + "' is not a size (e.g. 65536, 64k, 4G, 1.5G, 4GiB)");
   };
-  if (text.empty() || text[0] < '0' || text[0] > '9') return bad();
+  auto digit = [](char c) { return c >= '0' && c <= '9'; };
   size_t i = 0;
   uint64_t v = 0;
-  while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
+  if (text.size() > 2 && text[0] == '0' && (text[1] == 'x' || text[1] == 'X')) {  // plain bytes, as qemu-img
+    auto [end, ec] = std::from_chars(text.data() + 2, text.data() + text.size(), v, 16);
+    if (ec != std::errc() || end != text.data() + text.size()) return bad();
+    return v;
+  }
+  while (i < text.size() && digit(text[i])) {
     uint64_t d = static_cast<uint64_t>(text[i] - '0');
     if (v > (UINT64_MAX - d) / 10) return bad();
     v = v * 10 + d;
     ++i;
   }
-  std::string suffix = text.substr(i);
-  int shift = 0;
-  if (suffix.empty() || suffix == "B") shift = 0;
-  else if (suffix == "K" || suffix == "KiB" || suffix == "k") shift = 10;
-  else if (suffix == "M" || suffix == "MiB") shift = 20;
-  else if (suffix == "G" || suffix == "GiB") shift = 30;
-  else if (suffix == "T" || suffix == "TiB") shift = 40;
-  else if (suffix == "P" || suffix == "PiB") shift = 50;
-  else return bad();
+  if (i == 0) return bad();
+  // A fraction, exact to 18 digits: "1.5G" is 1.5 * 2^30 bytes, rounded down.
+  uint64_t frac = 0, frac_scale = 1;
+  if (i < text.size() && text[i] == '.') {
+    ++i;
+    size_t first = i;
+    while (i < text.size() && digit(text[i])) {
+      if (frac_scale < 1000000000000000000ULL) {
+        frac = frac * 10 + static_cast<uint64_t>(text[i] - '0');
+        frac_scale *= 10;
+      }
+      ++i;
+    }
+    if (i == first) return bad();
+  }
+  std::string suffix;
+  for (size_t k = i; k < text.size(); ++k) suffix += static_cast<char>(std::tolower(static_cast<unsigned char>(text[k])));
+  int shift = -1;
+  if (suffix.empty() || suffix == "b") {
+    shift = 0;
+  } else {
+    static const std::string kUnits = "kmgtpe";
+    size_t u = kUnits.find(suffix[0]);
+    std::string rest = suffix.substr(1);
+    if (u != std::string::npos && (rest.empty() || rest == "b" || rest == "ib")) shift = 10 * static_cast<int>(u + 1);
+  }
+  if (shift < 0) return bad();
+  if (shift == 0 && frac_scale > 1) return bad();  // "1.5" bytes: qemu-img refuses it too
   if (shift > 0 && v > (UINT64_MAX >> shift)) return bad();
-  return v << shift;
+  unsigned __int128 frac_bytes = (static_cast<unsigned __int128>(frac) << shift) / frac_scale;
+  uint64_t whole = v << shift;
+  if (frac_bytes > UINT64_MAX - whole) return bad();
+  return whole + static_cast<uint64_t>(frac_bytes);
 }
 
 std::string FormatTime(int64_t unix_ns) {
@@ -96,78 +228,89 @@ std::string FormatTime(int64_t unix_ns) {
 }
 
 namespace {
+bool g_json_errors = false;
 
-// Length of the well-formed UTF-8 sequence at s[i] (RFC 3629: no overlong
-// forms, no surrogates, at most U+10FFFF), or 0 if there is none.
-size_t Utf8SequenceAt(const std::string& s, size_t i) {
-  auto byte = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
-  unsigned char c = byte(i);
-  if (c < 0x80) return 1;
-  size_t n;
-  unsigned char lo = 0x80, hi = 0xbf;  // range of the second byte
-  if (c >= 0xc2 && c <= 0xdf) n = 2;
-  else if (c == 0xe0) n = 3, lo = 0xa0;
-  else if (c >= 0xe1 && c <= 0xec) n = 3;
-  else if (c == 0xed) n = 3, hi = 0x9f;
-  else if (c >= 0xee && c <= 0xef) n = 3;
-  else if (c == 0xf0) n = 4, lo = 0x90;
-  else if (c >= 0xf1 && c <= 0xf3) n = 4;
-  else if (c == 0xf4) n = 4, hi = 0x8f;
-  else return 0;
-  if (i + n > s.size()) return 0;
-  if (byte(i + 1) < lo || byte(i + 1) > hi) return 0;
-  for (size_t k = 2; k < n; ++k) {
-    if (byte(i + k) < 0x80 || byte(i + k) > 0xbf) return 0;
+// The "code" of a JSON error: the status code's name in snake_case
+// (docs/cli-json.md).
+std::string ErrorCode(StatusCode c) {
+  switch (c) {
+    case StatusCode::kOk: return "ok";
+    case StatusCode::kInvalidArgument: return "invalid_argument";
+    case StatusCode::kNotFound: return "not_found";
+    case StatusCode::kCorruption: return "corruption";
+    case StatusCode::kIoError: return "io_error";
+    case StatusCode::kUnsupported: return "unsupported";
+    case StatusCode::kNoSpace: return "no_space";
+    case StatusCode::kAlreadyExists: return "already_exists";
+    case StatusCode::kUnknownState: return "unknown_state";
+    case StatusCode::kBusy: return "busy";
+    case StatusCode::kCancelled: return "cancelled";
+    case StatusCode::kNoMemory: return "no_memory";
   }
-  return n;
+  return "unknown";
 }
 
+void PrintJsonError(const std::string& code, const std::string& message, int exit_code) {
+  if (!g_json_errors) return;
+  std::fflush(stdout);
+  PrintJson(Json{{"error", {{"code", code}, {"message", message}, {"exit_code", exit_code}}}});
+}
 }  // namespace
 
-std::string JsonString(const std::string& s) {
-  std::string out = "\"";
-  for (size_t i = 0; i < s.size(); ++i) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x80) {
-      // JSON strings are UTF-8; names and paths are bytes that need not be.
-      // A byte that starts no well-formed sequence prints as U+FFFD, as
-      // nlohmann's error_handler_t::replace does for the other outputs.
-      size_t n = Utf8SequenceAt(s, i);
-      if (n == 0) {
-        out += "\\ufffd";
-      } else {
-        out.append(s, i, n);
-        i += n - 1;
-      }
-      continue;
+namespace {
+void AppendJson(const Json& j, bool top, std::string* out) {
+  if (j.is_object()) {
+    *out += '{';
+    bool first = true;
+    for (const auto& [k, v] : j.items()) {
+      *out += first ? "" : ", ";
+      *out += Json(k).dump(-1, ' ', false, Json::error_handler_t::replace) + ": ";
+      AppendJson(v, false, out);
+      first = false;
     }
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);
-        }
+    *out += '}';
+  } else if (j.is_array()) {
+    *out += '[';
+    for (size_t i = 0; i < j.size(); ++i) {
+      if (i) *out += top ? ",\n" : ", ";
+      AppendJson(j[i], false, out);
     }
+    *out += ']';
+  } else {
+    *out += j.dump(-1, ' ', false, Json::error_handler_t::replace);
   }
-  return out + "\"";
+}
+}  // namespace
+
+std::string FormatJson(const Json& j, int indent) {
+  if (indent >= 0) return j.dump(indent, ' ', false, Json::error_handler_t::replace);
+  std::string out;
+  AppendJson(j, true, &out);
+  return out;
 }
 
+void PrintJson(const Json& j, int indent) {
+  std::string text = FormatJson(j, indent);
+  text += '\n';
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  std::fflush(stdout);
+}
+
+void SetJsonErrors(bool on) { g_json_errors = on; }
+bool JsonErrors() { return g_json_errors; }
+
 int Fail(const std::string& tool, const Status& s, bool usage_on_invalid) {
+  ClearActiveProgress();
   std::fprintf(stderr, "%s: %s\n", tool.c_str(), s.message().c_str());
-  if (usage_on_invalid && s.code() == StatusCode::kInvalidArgument) return kExitUsage;
-  return kExitFailure;
+  int rc = usage_on_invalid && s.code() == StatusCode::kInvalidArgument ? kExitUsage : kExitFailure;
+  PrintJsonError(rc == kExitUsage ? "usage" : ErrorCode(s.code()), s.message(), rc);
+  return rc;
 }
 
 int Usage(const std::string& tool, const std::string& message) {
+  ClearActiveProgress();
   std::fprintf(stderr, "%s: %s\nTry '%s --help'.\n", tool.c_str(), message.c_str(), tool.c_str());
+  PrintJsonError("usage", message, kExitUsage);
   return kExitUsage;
 }
 
@@ -176,13 +319,9 @@ void PrintRuns(const ExtentSet& set, bool json, const std::string& title) {
   ByteExtent e;
   uint64_t runs = 0;
   if (json) {
-    std::fputs("[", stdout);
-    while (it.Next(&e)) {
-      std::printf("%s{\"start\": %" PRIu64 ", \"length\": %" PRIu64 "}", runs ? ",\n" : "",
-                  e.offset, e.length);
-      ++runs;
-    }
-    std::fputs("]\n", stdout);
+    Json arr = Json::array();
+    while (it.Next(&e)) arr.push_back({{"start", e.offset}, {"length", e.length}});
+    PrintJson(arr);
     return;
   }
   std::printf("%s: %s disk, granularity %s\n", title.c_str(), FormatBytes(set.disk_size()).c_str(),

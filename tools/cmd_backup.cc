@@ -18,6 +18,7 @@
 #include "tools/cli_util.h"
 #include "tools/commands.h"
 #include "tools/live_cli.h"
+#include "tools/progress.h"
 #include "tools/quiesce_window.h"
 
 #include <nlohmann/json.hpp>
@@ -31,34 +32,6 @@ std::string Rate(uint64_t bytes, double secs) {
   if (secs <= 0) return "-";
   return FormatBytes(static_cast<uint64_t>(static_cast<double>(bytes) / secs)) + "/s";
 }
-
-// A progress line on stderr (bytes, rate, ETA) when stderr is a terminal.
-class Progress {
- public:
-  explicit Progress(const char* what) : what_(what), on_(::isatty(2) == 1), t0_(Clock::now()) {}
-  ~Progress() {
-    if (on_ && drawn_) std::fputs("\r\033[K", stderr);
-  }
-  void operator()(uint64_t done, uint64_t total) {
-    if (!on_) return;
-    auto now = Clock::now();
-    if (drawn_ && now - last_ < std::chrono::milliseconds(200) && done < total) return;
-    last_ = now;
-    drawn_ = true;
-    double secs = std::chrono::duration<double>(now - t0_).count();
-    double rate = secs > 0 ? static_cast<double>(done) / secs : 0;
-    double eta = rate > 0 && total > done ? static_cast<double>(total - done) / rate : 0;
-    std::fprintf(stderr, "\r\033[K%s %s / %s  %s  ETA %.0f s", what_,
-                 FormatBytes(done).c_str(), FormatBytes(total).c_str(),
-                 Rate(done, secs).c_str(), eta);
-  }
-
- private:
-  using Clock = std::chrono::steady_clock;
-  const char* what_;
-  bool on_, drawn_ = false;
-  Clock::time_point t0_, last_;
-};
 
 // Pipeline flags: backups compress (all of them), restores only read and
 // write (no level or chunk size), merges rewrite archives in their own
@@ -126,16 +99,6 @@ std::vector<const ArchiveReader*> Raw(const std::vector<std::unique_ptr<ArchiveR
   return r;
 }
 
-using Json = nlohmann::ordered_json;
-
-// JSON text of j. Disk names, paths and labels are bytes from the user or the
-// file system and need not be UTF-8, which JSON strings must be: invalid
-// bytes are printed as U+FFFD instead of throwing (nlohmann's default throws
-// type_error 316, which aborted the process after the work was done).
-std::string Dump(const Json& j, int indent = -1) {
-  return j.dump(indent, ' ', false, Json::error_handler_t::replace);
-}
-
 Json PointJson(const ChainPoint& p) {
   if (p.is_none()) return nullptr;
   return Json{{"kind", PointKindName(p.kind)},
@@ -190,7 +153,7 @@ int InitMain(int argc, char** argv) {
   const std::string& repo = a->positional()[0];
   Status s = Repository::Init(repo);
   if (!s.ok()) return Fail("strata init", s);
-  if (a->Has("--json")) std::printf("{\"repository\": %s}\n", JsonString(repo).c_str());
+  if (a->Has("--json")) PrintJson(Json{{"repository", repo}});
   else std::printf("initialised repository %s\n", repo.c_str());
   return kExitOk;
 }
@@ -252,6 +215,12 @@ Options:
   --memory N        memory bound (default 256M)     --json   machine-readable result
   --no-direct       read raw sources through the page cache (default O_DIRECT
                     where aligned)
+  --progress        show progress even when stderr is not a terminal (with
+                    --json: JSON lines on stderr)
+  -q, --quiet       no progress line, no notes    -v, --verbose  phase times
+  -r REPO           short for --repo              -h, --help     this text
+Sizes (--granularity, --chunk-size, --memory) are bytes or multiples as
+qemu-img takes them: 64k, 4G, 1.5G, 4GiB.
 Exit status: 0 success, 1 failure, 2 usage error. A failed or interrupted
 backup leaves the repository as it was.
 )";
@@ -266,6 +235,7 @@ int BackupMain(int argc, char** argv) {
   vf.insert(kQuiesceValueFlags.begin(), kQuiesceValueFlags.end());
   std::set<std::string> bf = {"--help", "--json", "--full", "--scan", "--no-direct", "--reflink"};
   bf.insert(kQuiesceBoolFlags.begin(), kQuiesceBoolFlags.end());
+  bf.insert(kProgressFlags.begin(), kProgressFlags.end());
   auto a = Args::Parse(argc, argv, 1, vf, bf);
   if (!a) return Usage(tool, a.error().message());
   if (a->Has("--help")) {
@@ -297,6 +267,8 @@ int BackupMain(int argc, char** argv) {
   if (full && a->Has("--parent")) return Usage(tool, "a --full backup has no parent");
   if (!full && a->Has("--granularity")) return Usage(tool, "--granularity sets a full backup's block size (incrementals take the parent's)");
   if (!LockWait(*a)) return Usage(tool, LockWait(*a).error().message());
+  auto out = OutputOptions::From(*a);
+  if (!out) return Usage(tool, out.error().message());
   PipelineOptions opt;
   if (Status s = ParsePipeline(*a, &opt); !s.ok()) return Usage(tool, s.message());
   auto fw = ParseFreezeWindow(*a);
@@ -353,16 +325,22 @@ int BackupMain(int argc, char** argv) {
   }
   auto repo = OpenRepo(*a, true, tool);
   if (!repo) return Fail(tool, repo.error());
-  Progress progress("backup");
-  req.pipeline.progress = [&](uint64_t d, uint64_t t) { progress(d, t); };
+  Progress progress("backup", *out);
+  req.pipeline.progress = [&](uint64_t d, uint64_t t) { progress.Update(d, t); };
   auto result = BackupToRepository(**repo, req);
+  progress.Clear();
   if (!result) return Fail(tool, result.error());
   const CatalogEntry& entry = result->entry;
   const ArchiveHeader& h = entry.header;
   const BackupStats& st = result->stats;
   if (!json) {
-    if (!st.notice.empty()) std::fprintf(stderr, "strata backup: note: %s\n", st.notice.c_str());
-    for (const std::string& n : result->notes) std::fprintf(stderr, "strata backup: note: %s\n", n.c_str());
+    if (!st.notice.empty()) progress.Note(tool, st.notice);
+    for (const std::string& n : result->notes) progress.Note(tool, n);
+  }
+  for (const PhaseTime& ph : st.phases) {
+    char line[160];
+    std::snprintf(line, sizeof line, "%s: phase %s: %.3f s", tool, ph.name.c_str(), ph.seconds);
+    progress.Detail(line);
   }
   if (json) {
     Json j = EntryJson(entry);
@@ -380,7 +358,7 @@ int BackupMain(int argc, char** argv) {
     Json phases = Json::array();
     for (const PhaseTime& ph : st.phases) phases.push_back({{"name", ph.name}, {"seconds", ph.seconds}});
     j["phases"] = phases;
-    std::printf("%s\n", Dump(j).c_str());
+    PrintJson(j);
   } else {
     double ratio = st.stored_bytes ? static_cast<double>(st.data_bytes) / static_cast<double>(st.stored_bytes) : 0;
     std::printf("backup %s (%s) of %s\n", IdToHex(h.id).c_str(), SourceText(h).c_str(), h.disk_name.c_str());
@@ -429,7 +407,7 @@ int ListMain(int argc, char** argv) {
         if (d.id == e.header.disk_id) arr.push_back(EntryJson(e));
       }
     }
-    std::printf("%s\n", Dump(arr, 1).c_str());
+    PrintJson(arr, 1);
     return kExitOk;
   }
   size_t shown = 0;
@@ -487,7 +465,7 @@ int InfoMain(int argc, char** argv) {
     j["frames"] = (*r)->index().frames.size();
     j["extents"] = (*r)->index().extents.size();
     j["path"] = (*r)->path();
-    std::printf("%s\n", Dump(j).c_str());
+    PrintJson(j);
     return kExitOk;
   }
   std::printf("archive     %s (version %u)\nid          %s\nparent      %s\ndisk        %s (%s, id %s)\n"
@@ -515,7 +493,9 @@ int RestoreMain(int argc, char** argv) {
   const char* tool = "strata restore";
   std::set<std::string> vf = {"--repo", "--backup", "--disk", "--lock-wait"};
   vf.insert(kRestoreFlags.begin(), kRestoreFlags.end());
-  auto a = Args::Parse(argc, argv, 1, vf, {"--help", "--json", "--force", "--no-direct"});
+  std::set<std::string> bf = {"--help", "--json", "--force", "--no-direct"};
+  bf.insert(kProgressFlags.begin(), kProgressFlags.end());
+  auto a = Args::Parse(argc, argv, 1, vf, bf);
   if (!a) return Usage(tool, a.error().message());
   if (a->Has("--help")) {
     std::puts(
@@ -531,10 +511,14 @@ int RestoreMain(int argc, char** argv) {
         "created.\n\n"
         "Options:\n"
         "  --queue-depth N   writes in flight (default 32)   --workers N (default: cores)\n"
-        "  --memory N        memory bound (default 256M)     --no-direct  use the page cache");
+        "  --memory N        memory bound (default 256M)     --no-direct  use the page cache\n"
+        "  --progress        progress even off a terminal    -q, --quiet  no progress, no notes\n"
+        "  -r REPO, -b ID    short for --repo, --backup       -h, --help   this text");
     return kExitOk;
   }
   if (!a->Has("--repo") || a->positional().size() != 1) return Usage(tool, "expected --repo REPO OUTPUT");
+  auto oo = OutputOptions::From(*a);
+  if (!oo) return Usage(tool, oo.error().message());
   PipelineOptions opt;
   if (Status s = ParsePipeline(*a, &opt); !s.ok()) return Usage(tool, s.message());
   const std::string out = a->positional()[0];
@@ -556,21 +540,26 @@ int RestoreMain(int argc, char** argv) {
   }
   auto e = (*repo)->Find(a->Get("--backup").value_or("latest"), disk ? &disk->id : nullptr);
   if (!e) return Fail(tool, e.error(), true);
-  Progress progress("restore");
-  opt.progress = [&](uint64_t d, uint64_t t) { progress(d, t); };
+  Progress progress("restore", *oo);
+  opt.progress = [&](uint64_t d, uint64_t t) { progress.Update(d, t); };
   auto stats = RestoreFromRepository(**repo, IdToHex((*e)->id()), out, opt);
+  progress.Clear();
   if (!stats) return Fail(tool, stats.error());
   if (a->Has("--json")) {
-    std::printf("{\"id\": \"%s\", \"output\": %s, \"chain\": %zu, \"data_bytes\": %" PRIu64
-                ", \"zero_bytes\": %" PRIu64 ", \"frames_read\": %" PRIu64
-                ", \"stored_bytes_read\": %" PRIu64 ", \"seconds\": %.3f, \"io_uring\": %s"
-                ", \"direct_io\": %s, \"registered_buffers\": %s, \"notice\": %s}\n",
-                IdToHex((*e)->id()).c_str(), JsonString(out).c_str(), stats->chain_length, stats->data_bytes,
-                stats->zero_bytes, stats->frames_read, stats->stored_bytes_read, stats->seconds,
-                stats->used_uring ? "true" : "false", stats->used_direct ? "true" : "false",
-                stats->registered_buffers ? "true" : "false", JsonString(stats->notice).c_str());
+    PrintJson(Json{{"id", IdToHex((*e)->id())},
+                   {"output", out},
+                   {"chain", stats->chain_length},
+                   {"data_bytes", stats->data_bytes},
+                   {"zero_bytes", stats->zero_bytes},
+                   {"frames_read", stats->frames_read},
+                   {"stored_bytes_read", stats->stored_bytes_read},
+                   {"seconds", stats->seconds},
+                   {"io_uring", stats->used_uring},
+                   {"direct_io", stats->used_direct},
+                   {"registered_buffers", stats->registered_buffers},
+                   {"notice", stats->notice}});
   } else {
-    if (!stats->notice.empty()) std::fprintf(stderr, "%s: note: %s\n", tool, stats->notice.c_str());
+    if (!stats->notice.empty()) progress.Note(tool, stats->notice);
     std::printf("restored %s (chain of %zu) to %s: %s data, %s zeros, %.2f s (%s)\n",
                 IdToHex((*e)->id()).c_str(), stats->chain_length, out.c_str(),
                 FormatBytes(stats->data_bytes).c_str(), FormatBytes(stats->zero_bytes).c_str(),
@@ -583,9 +572,11 @@ int RestoreMain(int argc, char** argv) {
 
 int VerifyMain(int argc, char** argv) {
   const char* tool = "strata verify";
+  std::set<std::string> bf = {"--help", "--json"};
+  bf.insert(kProgressFlags.begin(), kProgressFlags.end());
   auto a = Args::Parse(argc, argv, 1, {"--repo", "--backup", "--against", "--format", "--disk", "--lock-wait",
                                        "--allow-backing"},
-                       {"--help", "--json"});
+                       bf);
   if (!a) return Usage(tool, a.error().message());
   if (a->Has("--help")) {
     std::puts(
@@ -596,11 +587,15 @@ int VerifyMain(int argc, char** argv) {
         "--against IMAGE also compares the restored view with IMAGE block by block\n"
         "(default backup: the newest of IMAGE's disk, or of --disk NAME). Archives no\n"
         "catalog entry names and interrupted operations are reported (the next backup\n"
-        "or merge finishes an interrupted merge; 'strata repair' handles the rest).");
+        "or merge finishes an interrupted merge; 'strata repair' handles the rest).\n"
+        "A progress line is shown on a terminal (--progress forces it, -q hides it,\n"
+        "-v names each archive as it is checked).");
     return kExitOk;
   }
   if (!a->Has("--repo") || !a->positional().empty()) return Usage(tool, "expected --repo REPO");
   if (a->Has("--format") && !a->Has("--against")) return Usage(tool, "--format goes with --against");
+  auto oo = OutputOptions::From(*a);
+  if (!oo) return Usage(tool, oo.error().message());
   if (!LockWait(*a)) return Usage(tool, LockWait(*a).error().message());
   auto repo = OpenRepo(*a, false, tool);
   if (!repo) return Fail(tool, repo.error());
@@ -664,13 +659,36 @@ int VerifyMain(int argc, char** argv) {
   auto t0 = std::chrono::steady_clock::now();
   std::set<ArchiveId> verified;
   uint64_t archives = 0, mismatched = 0, compared = 0;
+  // Progress: the stored bytes of every archive to check (each once), then
+  // with --against the disk bytes to compare.
+  uint64_t to_check = 0, checked = 0;
+  {
+    std::set<ArchiveId> seen;
+    for (const ArchiveId& id : targets) {
+      for (ArchiveId at = id; !IsNullId(at) && seen.insert(at).second;) {
+        const CatalogEntry* ce = nullptr;
+        for (const CatalogEntry& x : (*repo)->entries()) {
+          if (x.id() == at) ce = &x;
+        }
+        if (!ce) break;
+        to_check += ce->stored_bytes;
+        at = ce->parent();
+      }
+    }
+  }
+  Progress progress("verify", *oo);
+  progress.Phase("checksums");
   for (const ArchiveId& id : targets) {
     auto chain = (*repo)->OpenChain(id);
     if (!chain) return Fail(tool, chain.error());
     if (Status s = CheckChain(Raw(*chain)); !s.ok()) return Fail(tool, s);
     for (auto& r : *chain) {
       if (!verified.insert(r->header().id).second) continue;
+      progress.Update(checked, to_check);
       if (Status s = VerifyArchive(*r); !s.ok()) return Fail(tool, s);
+      checked += r->stored_bytes();
+      progress.Update(checked, std::max(checked, to_check));
+      progress.Detail(std::string(tool) + ": archive " + IdToHex(r->header().id) + ": checksums match");
       ++archives;
     }
     if (auto against = a->Get("--against")) {
@@ -686,6 +704,9 @@ int VerifyMain(int argc, char** argv) {
       }
       std::vector<uint8_t> buf;
       uint64_t first_bad = UINT64_MAX;
+      progress.Phase("compare");
+      const uint64_t disk_total = top.disk_size;
+      uint64_t disk_done = 0;
       Status s = ForEachResolved(Raw(*chain), [&](uint64_t off, std::span<const uint8_t> d,
                                                   uint64_t zero_len) -> Status {
         uint64_t len = d.empty() ? zero_len : d.size();
@@ -700,6 +721,8 @@ int VerifyMain(int argc, char** argv) {
             first_bad = std::min(first_bad, off + at);
           }
           compared += n;
+          disk_done += n;
+          progress.Update(disk_done, disk_total);
         }
         return Status::Ok();
       });
@@ -710,10 +733,10 @@ int VerifyMain(int argc, char** argv) {
       }
     }
   }
+  progress.Clear();
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (a->Has("--json")) {
-    std::printf("{\"ok\": true, \"archives\": %" PRIu64 ", \"compared_bytes\": %" PRIu64
-                ", \"seconds\": %.3f}\n", archives, compared, secs);
+    PrintJson(Json{{"ok", true}, {"archives", archives}, {"compared_bytes", compared}, {"seconds", secs}});
   } else {
     std::printf("verified %" PRIu64 " archives%s: all checksums match (%.2f s)\n", archives,
                 compared ? (", restored view identical to " + *a->Get("--against")).c_str() : "", secs);
@@ -734,7 +757,7 @@ Offline operations on backups; the source disk is not needed.
   --resume             finish a merge that was interrupted (any later backup
                        or merge also does)
 Options: --level N (--synthetic-full), --queue-depth N, --workers N,
---memory N, --lock-wait SECONDS, --json.
+--memory N, --lock-wait SECONDS, --json, --progress, -q/--quiet, -v/--verbose.
 A merge is journaled in the catalog: if it is interrupted at any point, the
 next writer finishes it; no backup is rewritten twice.
 )";
@@ -743,7 +766,9 @@ int MergeMain(int argc, char** argv) {
   const char* tool = "strata merge";
   std::set<std::string> vf = {"--repo", "--remove", "--fold", "--synthetic-full", "--lock-wait"};
   vf.insert(kMergeFlags.begin(), kMergeFlags.end());
-  auto a = Args::Parse(argc, argv, 1, vf, {"--help", "--json", "--resume"});
+  std::set<std::string> bf = {"--help", "--json", "--resume"};
+  bf.insert(kProgressFlags.begin(), kProgressFlags.end());
+  auto a = Args::Parse(argc, argv, 1, vf, bf);
   if (!a) return Usage(tool, a.error().message());
   if (a->Has("--help")) {
     std::fputs(kMergeHelp, stdout);
@@ -756,9 +781,13 @@ int MergeMain(int argc, char** argv) {
   if (a->Has("--level") && !a->Has("--synthetic-full")) {
     return Usage(tool, "--level applies to --synthetic-full (a rewritten backup keeps its own level)");
   }
+  auto oo = OutputOptions::From(*a);
+  if (!oo) return Usage(tool, oo.error().message());
   PipelineOptions opt;
   if (Status s = ParsePipeline(*a, &opt); !s.ok()) return Usage(tool, s.message());
   if (!LockWait(*a)) return Usage(tool, LockWait(*a).error().message());
+  Progress progress("merge", *oo);
+  opt.progress = [&](uint64_t d, uint64_t t) { progress.Update(d, t); };
   auto repo = OpenRepo(*a, true, tool);
   if (!repo) return Fail(tool, repo.error());
   Repository& r = **repo;
@@ -766,10 +795,11 @@ int MergeMain(int argc, char** argv) {
 
   const size_t interrupted = r.pending().size();
   if (Status s = CompletePending(r, opt); !s.ok()) return Fail(tool, s);
-  if (interrupted && !a->Has("--resume")) std::fprintf(stderr, "%s: note: completed an interrupted merge first\n", tool);
+  progress.Clear();
+  if (interrupted && !a->Has("--resume")) progress.Note(tool, "completed an interrupted merge first");
   if (a->Has("--resume")) {
     const size_t before = interrupted;
-    if (json) std::printf("{\"completed\": %zu}\n", before);
+    if (json) PrintJson(Json{{"completed", before}});
     else std::printf("%s\n", before ? "completed the interrupted merge" : "nothing was interrupted");
     return kExitOk;
   }
@@ -778,12 +808,18 @@ int MergeMain(int argc, char** argv) {
     auto e = r.Find(*which);
     if (!e) return Fail(tool, e.error(), true);
     const CatalogEntry src = **e;  // copied: the catalog grows below
+    progress.Phase("synthetic full");
     auto res = SyntheticFull(r, src.id(), opt);
+    progress.Clear();
     if (!res) return Fail(tool, res.error());
     const auto* st = &res->stats;
     const CatalogEntry h = res->entry;
-    if (json) std::printf("{\"id\": \"%s\", \"synthetic_full_of\": \"%s\", \"stored_bytes\": %" PRIu64 "}\n",
-                          IdToHex(h.id()).c_str(), IdToHex(src.id()).c_str(), st->stored_bytes);
+    if (json) {
+      PrintJson(Json{{"id", IdToHex(h.id())},
+                     {"synthetic_full_of", IdToHex(src.id())},
+                     {"stored_bytes", h.stored_bytes},
+                     {"archive_bytes", h.archive_bytes}});
+    }
     else std::printf("synthetic full %s of %s: %s data, stored %s\n", IdToHex(h.id()).c_str(),
                      IdToHex(src.id()).c_str(), FormatBytes(st->data_bytes).c_str(),
                      FormatBytes(st->stored_bytes).c_str());
@@ -800,7 +836,9 @@ int MergeMain(int argc, char** argv) {
     }
     victim = (*e)->parent();
   }
+  progress.Phase("rewrite");
   auto removed = RemoveBackup(r, victim, opt);
+  progress.Clear();
   if (!removed) return Fail(tool, removed.error());
   const std::vector<ArchiveId>& children = *removed;
   uint64_t rewritten_bytes = 0;
@@ -810,13 +848,11 @@ int MergeMain(int argc, char** argv) {
     }
   }
   if (json) {
-    std::printf("{\"removed\": \"%s\", \"rewritten\": [", IdToHex(victim).c_str());
-    for (size_t i = 0; i < children.size(); ++i) {
-      std::printf("%s\"%s\"", i ? ", " : "", IdToHex(children[i]).c_str());
-    }
-    std::printf("], \"rewritten_stored_bytes\": %" PRIu64 "}\n", rewritten_bytes);
+    Json rewritten = Json::array();
+    for (const ArchiveId& c : children) rewritten.push_back(IdToHex(c));
+    PrintJson(Json{{"removed", IdToHex(victim)}, {"rewritten", rewritten}, {"rewritten_archive_bytes", rewritten_bytes}});
   } else {
-    std::printf("removed %s; rewrote %zu backup%s built on it (%s stored)\n", IdToHex(victim).c_str(),
+    std::printf("removed %s; rewrote %zu backup%s built on it (%s of archives)\n", IdToHex(victim).c_str(),
                 children.size(), children.size() == 1 ? "" : "s", FormatBytes(rewritten_bytes).c_str());
   }
   return kExitOk;
@@ -871,7 +907,7 @@ int RepairMain(int argc, char** argv) {
     j["broken"] = plan->broken;
     j["pending_merge"] = plan->pending_merge;
     j["applied"] = apply && plan->changes();
-    std::printf("%s\n", Dump(j).c_str());
+    PrintJson(j);
   } else {
     if (!plan->catalog.ok()) std::printf("catalog unusable: %s\n", plan->catalog.message().c_str());
     if (plan->pending_merge) std::printf("an interrupted merge %s\n", apply ? "was finished" : "will be finished");

@@ -2,6 +2,7 @@
 // to it through the tracked-device helper, takes a full and two incremental
 // backups from the tracker, restores every point, verifies each against the
 // disk as it was, and prints what it did and how fast.
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -62,15 +63,21 @@ Status Scribble(TrackedDevice& dev, uint64_t disk, double fraction, uint64_t see
 
 int DemoMain(int argc, char** argv) {
   const char* tool = "strata demo";
-  auto a = Args::Parse(argc, argv, 1, {"--size", "--dir"}, {"--help", "--keep"});
+  auto a = Args::Parse(argc, argv, 1, {"--size", "--dir"}, {"--help", "--keep", "--json"});
   if (!a) return Usage(tool, a.error().message());
   if (a->Has("--help")) {
-    std::puts("Usage: strata demo [--size BYTES] [--dir DIR] [--keep]\n\n"
+    std::puts("Usage: strata demo [--size BYTES] [--dir DIR] [--keep] [--json]\n\n"
               "Runs the whole job on a generated sample disk (default 2G) in DIR (default: a\n"
               "new temporary directory, removed afterwards unless --keep): tracked writes,\n"
-              "a full and two incremental backups, restore and verification of every point.");
+              "a full and two incremental backups, restore and verification of every point.\n"
+              "--json prints one JSON object at the end instead of the tables.");
     return kExitOk;
   }
+  const bool json = a->Has("--json");
+  // With --json only the final object goes to stdout.
+  auto say = [&](const char* fmt, auto... args) {
+    if (!json) std::printf(fmt, args...);
+  };
   uint64_t size = 2ull << 30;
   if (auto s = a->Get("--size")) {
     auto v = ParseSize(*s);
@@ -98,7 +105,7 @@ int DemoMain(int argc, char** argv) {
   const std::string disk = dir + "/disk.raw", trk = dir + "/tracker", repo_dir = dir + "/repo";
   auto fail = [&](const Status& s) { return Fail(tool, s); };
 
-  std::printf("strata demo in %s\n\n", dir.c_str());
+  say("strata demo in %s\n\n", dir.c_str());
   // 1. A sample disk, a tracker for it, a repository.
   auto t = Clock::now();
   {
@@ -106,7 +113,20 @@ int DemoMain(int argc, char** argv) {
     const char* gargv[] = {"generate", "--size", sz.c_str(), "--fill", fill.c_str(), "--seed",
                            seed.c_str(), disk.c_str(), nullptr};
     std::fflush(stdout);
+    int saved = -1;
+    if (json) {  // generate's own result line is not part of the demo's JSON
+      saved = ::dup(1);
+      int null = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+      if (saved < 0 || null < 0) return fail(Status::FromErrno(errno, "/dev/null"));
+      ::dup2(null, 1);
+      ::close(null);
+    }
     int rc = CommandTable().at("generate").run(8, const_cast<char**>(gargv));
+    if (saved >= 0) {
+      std::fflush(stdout);
+      ::dup2(saved, 1);
+      ::close(saved);
+    }
     if (rc != 0) return rc;
   }
   TrackerOptions topt;
@@ -151,25 +171,32 @@ int DemoMain(int argc, char** argv) {
   if (Status s = backup("full", SourceKind::kFull, 0); !s.ok()) return fail(s);
   uint64_t changed = 0;
   if (Status s = Scribble(**device, size, 0.02, 7, &changed); !s.ok()) return fail(s);
-  std::printf("wrote %s through the tracked device (2%% of the 64 KiB blocks)\n", FormatBytes(changed).c_str());
+  say("wrote %s through the tracked device (2%% of the 64 KiB blocks)\n", FormatBytes(changed).c_str());
   if (Status s = backup("incremental 1", SourceKind::kTracker, 0); !s.ok()) return fail(s);
   if (Status s = Scribble(**device, size, 0.01, 8, &changed); !s.ok()) return fail(s);
-  std::printf("wrote %s through the tracked device (1%% of the 64 KiB blocks)\n\n", FormatBytes(changed).c_str());
+  say("wrote %s through the tracked device (1%% of the 64 KiB blocks)\n\n", FormatBytes(changed).c_str());
   if (Status s = backup("incremental 2", SourceKind::kTracker, 0); !s.ok()) return fail(s);
 
-  std::printf("%-14s %12s %12s %12s %7s %8s %12s\n", "backup", "changed", "data", "stored", "ratio",
-              "time", "throughput");
+  Json backups = Json::array(), restores = Json::array();
+  say("%-14s %12s %12s %12s %7s %8s %12s\n", "backup", "changed", "data", "stored", "ratio", "time",
+      "throughput");
   for (const Row& r : rows) {
     double ratio = r.st.stored_bytes ? static_cast<double>(r.st.data_bytes) / static_cast<double>(r.st.stored_bytes) : 0;
-    std::printf("%-14s %12s %12s %12s %7.2f %7.2fs %12s\n", r.what.c_str(),
-                FormatBytes(r.changed).c_str(), FormatBytes(r.st.data_bytes).c_str(),
-                FormatBytes(r.st.stored_bytes).c_str(), ratio, r.st.seconds,
-                Rate(r.st.read_bytes, r.st.seconds).c_str());
+    say("%-14s %12s %12s %12s %7.2f %7.2fs %12s\n", r.what.c_str(), FormatBytes(r.changed).c_str(),
+        FormatBytes(r.st.data_bytes).c_str(), FormatBytes(r.st.stored_bytes).c_str(), ratio, r.st.seconds,
+        Rate(r.st.read_bytes, r.st.seconds).c_str());
+    backups.push_back({{"name", r.what},
+                       {"id", IdToHex(r.id)},
+                       {"changed_bytes", r.changed},
+                       {"read_bytes", r.st.read_bytes},
+                       {"data_bytes", r.st.data_bytes},
+                       {"stored_bytes", r.st.stored_bytes},
+                       {"seconds", r.st.seconds}});
   }
-  if (!rows.back().st.notice.empty()) std::printf("note: %s\n", rows.back().st.notice.c_str());
+  if (!rows.back().st.notice.empty()) say("note: %s\n", rows.back().st.notice.c_str());
 
   // 3. Restore every point and compare with the disk as it was.
-  std::printf("\n%-14s %8s %12s %12s  %s\n", "restore", "time", "data", "throughput", "verified");
+  say("\n%-14s %8s %12s %12s  %s\n", "restore", "time", "data", "throughput", "verified");
   bool all_ok = true;
   for (const Row& r : rows) {
     auto chain = (*repo)->OpenChain(r.id);
@@ -183,16 +210,29 @@ int DemoMain(int argc, char** argv) {
     if (!h) return fail(h.error());
     bool ok = *h == r.truth;
     all_ok &= ok;
-    std::printf("%-14s %7.2fs %12s %12s  %s\n", r.what.c_str(), st->seconds,
-                FormatBytes(st->data_bytes).c_str(), Rate(st->data_bytes, st->seconds).c_str(),
-                ok ? "identical to the disk at that point" : "MISMATCH");
+    say("%-14s %7.2fs %12s %12s  %s\n", r.what.c_str(), st->seconds, FormatBytes(st->data_bytes).c_str(),
+        Rate(st->data_bytes, st->seconds).c_str(), ok ? "identical to the disk at that point" : "MISMATCH");
+    restores.push_back({{"name", r.what},
+                        {"id", IdToHex(r.id)},
+                        {"data_bytes", st->data_bytes},
+                        {"seconds", st->seconds},
+                        {"identical", ok}});
     std::filesystem::remove(out);
   }
   if (Status s = (*tracker)->Close(); !s.ok()) return fail(s);
-  std::printf("\n%s in %.1f s\n", all_ok ? "all points restored byte-identically" : "VERIFICATION FAILED",
-              Since(t));
-  if (!temp || a->Has("--keep")) std::printf("files kept in %s\n", dir.c_str());
-  return all_ok ? kExitOk : kExitFailure;
+  say("\n%s in %.1f s\n", all_ok ? "all points restored byte-identically" : "VERIFICATION FAILED", Since(t));
+  if (!temp || a->Has("--keep")) say("files kept in %s\n", dir.c_str());
+  if (!all_ok) return Fail(tool, Status::Corruption(dir + ": a restored point differs from the disk at that point"));
+  if (json) {
+    PrintJson(Json{{"ok", all_ok},
+                   {"dir", dir},
+                   {"kept", !temp || a->Has("--keep")},
+                   {"disk_size", size},
+                   {"backups", backups},
+                   {"restores", restores},
+                   {"seconds", Since(t)}});
+  }
+  return kExitOk;
 }
 
 Registrar reg("demo", "run the whole job on a generated sample disk", &DemoMain);

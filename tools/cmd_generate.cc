@@ -14,27 +14,35 @@
 #include "strata/units.h"
 #include "tools/cli_util.h"
 #include "tools/commands.h"
+#include "tools/progress.h"
 #include "tools/sample_data.h"
 
 namespace strata::cli {
 namespace {
 
-constexpr char kHelp[] = R"(Usage: strata generate --size BYTES [--fill FRACTION] [--seed N] [--json] OUTPUT
+constexpr char kHelp[] = R"(Usage: strata generate --size SIZE [--fill FRACTION] [--seed N] [--json]
+                       [--progress | -q] OUTPUT
 
 Writes a sparse raw disk image of SIZE bytes in which about FRACTION
 (default 0.10) of the space holds data, in runs of 64 KiB to 4 MiB at
 random places: two thirds text-like compressible data (like OS files, zstd
 ratio ~3), one third random bytes (like compressed media). The same seed
 (default 1) gives the same image byte for byte. OUTPUT must not exist.
+SIZE is bytes or a multiple as qemu-img takes it (64k, 4G, 1.5G, 4GiB).
+A progress line is shown on a terminal (--progress forces it, -q hides it).
 )";
 
 int GenerateMain(int argc, char** argv) {
-  auto args = Args::Parse(argc, argv, 1, {"--size", "--fill", "--seed"}, {"--help", "--json"});
+  std::set<std::string> bf = {"--help", "--json"};
+  bf.insert(kProgressFlags.begin(), kProgressFlags.end());
+  auto args = Args::Parse(argc, argv, 1, {"--size", "--fill", "--seed"}, bf);
   if (!args) return Usage("strata generate", args.error().message());
   if (args->Has("--help")) {
     std::fputs(kHelp, stdout);
     return kExitOk;
   }
+  auto oo = OutputOptions::From(*args);
+  if (!oo) return Usage("strata generate", oo.error().message());
   if (!args->Has("--size")) return Usage("strata generate", "--size is required");
   if (args->positional().size() != 1) return Usage("strata generate", "expected one OUTPUT path");
   auto size = ParseSize(*args->Get("--size"));
@@ -71,7 +79,9 @@ int GenerateMain(int argc, char** argv) {
   const size_t kChunk = 64 * 1024;
   std::vector<uint8_t> buf(kChunk);
   uint64_t written = 0, runs = 0;
+  Progress progress("generate", *oo);
   while (written < target) {
+    progress.Update(written, target);
     uint64_t len = kChunk * (1 + rng() % 64);  // 64 KiB .. 4 MiB
     len = std::min<uint64_t>(len, (target - written + kChunk - 1) / kChunk * kChunk);
     uint64_t slots = *size / kChunk;
@@ -89,13 +99,13 @@ int GenerateMain(int argc, char** argv) {
     written += len;  // overlaps make the real fill a little lower
     ++runs;
   }
+  progress.Update(target, target);
+  progress.Clear();
   if (::fsync(fd) != 0) return fail(Status::FromErrno(errno, out + ": fsync"));
   ::close(fd);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (args->Has("--json")) {
-    std::printf("{\"image\": %s, \"size\": %" PRIu64 ", \"written\": %" PRIu64
-                ", \"runs\": %" PRIu64 ", \"seconds\": %.3f}\n",
-                JsonString(out).c_str(), *size, written, runs, secs);
+    PrintJson(Json{{"image", out}, {"size", *size}, {"written", written}, {"runs", runs}, {"seconds", secs}});
   } else {
     std::printf("generated %s: %s virtual, %s written in %" PRIu64 " runs (%.2f s)\n",
                 out.c_str(), FormatBytes(*size).c_str(), FormatBytes(written).c_str(), runs, secs);

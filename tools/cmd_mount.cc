@@ -22,6 +22,7 @@
 #include <climits>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -190,14 +191,16 @@ int FsStatfs(const char*, struct statvfs* st) {
 }
 
 std::string StateJson(MountFs& fs, const std::vector<Mounted>& parts) {
-  std::string j = "{\"pid\": " + std::to_string(::getpid()) + ", \"backup\": \"" + fs.id +
-                  "\", \"dir\": " + JsonString(fs.dir) + ", \"size\": " + std::to_string(fs.size) +
-                  ", \"partitions\": [";
-  for (size_t i = 0; i < parts.size(); ++i) {
-    j += (i ? ", " : "") + std::string("{\"dir\": ") + JsonString(fs.dir + "/" + parts[i].name) +
-         ", \"fstype\": " + JsonString(parts[i].fstype) + ", \"device\": " + JsonString(parts[i].device) + "}";
+  Json partitions = Json::array();
+  for (const Mounted& p : parts) {
+    partitions.push_back({{"dir", fs.dir + "/" + p.name}, {"fstype", p.fstype}, {"device", p.device}});
   }
-  return j + "]}\n";
+  Json j = {{"pid", static_cast<int>(::getpid())},
+            {"backup", fs.id},
+            {"dir", fs.dir},
+            {"size", fs.size},
+            {"partitions", partitions}};
+  return FormatJson(j) + "\n";
 }
 
 // ---- undoing a mount (strata umount, and the daemon on SIGTERM) ----
@@ -575,12 +578,11 @@ int UmountMain(int argc, char** argv) {
   const std::string dir = real;
   // The mount process's pid, to wait for it (absent if it died).
   pid_t daemon = -1;
-  if (FILE* f = std::fopen((dir + "/" + kState).c_str(), "r")) {
-    char buf[512] = {};
-    size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-    std::fclose(f);
-    const char* p = std::strstr(buf, "\"pid\": ");
-    if (n > 0 && p) daemon = static_cast<pid_t>(std::atol(p + 7));
+  if (std::ifstream f(dir + "/" + kState); f) {
+    Json state = Json::parse(f, nullptr, /*allow_exceptions=*/false);
+    if (state.is_object() && state.contains("pid") && state["pid"].is_number_integer()) {
+      daemon = state["pid"].get<pid_t>();
+    }
   }
   std::vector<std::string> notes;
   Status st = UnmountStrata(dir, &notes);

@@ -71,12 +71,6 @@ expired) and per-filesystem freeze counts, or filesystems left frozen by a
 daemon that was killed (recover with 'strata thaw --all').
 )";
 
-std::string JsonList(const std::vector<std::string>& v) {
-  std::string out = "[";
-  for (size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + JsonString(v[i]);
-  return out + "]";
-}
-
 std::string Joined(const std::vector<std::string>& v) {
   std::string out;
   for (size_t i = 0; i < v.size(); ++i) out += (i ? " " : "") + v[i];
@@ -96,17 +90,15 @@ double Ms(std::chrono::nanoseconds d) { return static_cast<double>(d.count()) / 
 
 int FreezeMain(int argc, char** argv) {
   const char* tool = "strata freeze";
-  for (int i = 1; i < argc; ++i) {
-    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
-      std::fputs(kFreezeHelp, stdout);
-      return kExitOk;
-    }
-  }
   auto args = Args::Parse(argc, argv, 1,
                           {"--deadline", "--exec", "--hooks", "--hook-timeout", "--protect",
                            "--confine", "--qga", "--state-dir"},
-                          {"--dry-run", "--force", "--json"});
+                          {"--dry-run", "--force", "--json", "--help"});
   if (!args.has_value()) return Usage(tool, args.error().message());
+  if (args->Has("--help")) {
+    std::fputs(kFreezeHelp, stdout);
+    return kExitOk;
+  }
   const auto& pos = args->positional();
   if (pos.empty()) return Usage(tool, "no TARGET given");
   bool json = args->Has("--json");
@@ -118,23 +110,19 @@ int FreezeMain(int argc, char** argv) {
       std::fputs(res->ToString().c_str(), stdout);
       return kExitOk;
     }
-    std::printf("{\"targets\": [");
-    for (size_t i = 0; i < res->targets.size(); ++i) {
-      const auto& t = res->targets[i];
-      std::printf("%s{\"target\": %s, \"kind\": %s, \"devices\": %s, \"mount_points\": %s}",
-                  i ? ", " : "", JsonString(t.target).c_str(), JsonString(t.kind).c_str(),
-                  JsonList(t.devices).c_str(), JsonList(t.mount_points).c_str());
+    Json targets = Json::array(), filesystems = Json::array();
+    for (const auto& t : res->targets) {
+      targets.push_back(
+          {{"target", t.target}, {"kind", t.kind}, {"devices", t.devices}, {"mount_points", t.mount_points}});
     }
-    std::printf("], \"filesystems\": [");
-    for (size_t i = 0; i < res->filesystems.size(); ++i) {
-      const auto& f = res->filesystems[i];
-      std::printf(
-          "%s{\"mount_point\": %s, \"fs_type\": %s, \"source\": %s, \"dev\": %s, "
-          "\"disks\": %s}",
-          i ? ", " : "", JsonString(f.mount_point).c_str(), JsonString(f.fs_type).c_str(),
-          JsonString(f.source).c_str(), JsonString(f.Key()).c_str(), JsonList(f.disks).c_str());
+    for (const auto& f : res->filesystems) {
+      filesystems.push_back({{"mount_point", f.mount_point},
+                             {"fs_type", f.fs_type},
+                             {"source", f.source},
+                             {"dev", f.Key()},
+                             {"disks", f.disks}});
     }
-    std::printf("]}\n");
+    PrintJson(Json{{"targets", targets}, {"filesystems", filesystems}});
     return kExitOk;
   }
 
@@ -181,11 +169,11 @@ int FreezeMain(int argc, char** argv) {
     (void)InstallSignalThaw(nullptr);
     if (!r.has_value()) return Fail(tool, r.error());
     if (json) {
-      std::printf(
-          "{\"quiesced\": %s, \"frozen_ms\": %.3f, \"mount_points\": %s, "
-          "\"exec_exit_code\": %d, \"not_quiesced_reason\": %s}\n",
-          r->quiesced ? "true" : "false", Ms(r->frozen_for), JsonList(r->mount_points).c_str(),
-          r->exec_exit_code, JsonString(r->not_quiesced_reason).c_str());
+      PrintJson(Json{{"quiesced", r->quiesced},
+                     {"frozen_ms", Ms(r->frozen_for)},
+                     {"mount_points", r->mount_points},
+                     {"exec_exit_code", r->exec_exit_code},
+                     {"not_quiesced_reason", r->not_quiesced_reason}});
     } else {
       std::printf("froze %s for %.3f ms: %s\n", Joined(r->mount_points).c_str(), Ms(r->frozen_for),
                   r->quiesced ? "quiesced" : ("NOT quiesced: " + r->not_quiesced_reason).c_str());
@@ -203,9 +191,9 @@ int FreezeMain(int argc, char** argv) {
   auto h = ServiceFreeze(cfg, req);
   if (!h.has_value()) return Fail(tool, h.error());
   if (json) {
-    std::printf("{\"handle\": %" PRIu64 ", \"mount_points\": %s, \"deadline_ms\": %lld}\n",
-                h->first, JsonList(h->second).c_str(),
-                static_cast<long long>(req.deadline.count()));
+    PrintJson(Json{{"handle", h->first},
+                   {"mount_points", h->second},
+                   {"deadline_ms", static_cast<long long>(req.deadline.count())}});
   } else {
     std::printf("handle %" PRIu64 ": froze %s (deadline %.3f s)\n", h->first,
                 Joined(h->second).c_str(), static_cast<double>(req.deadline.count()) / 1000);
@@ -213,33 +201,28 @@ int FreezeMain(int argc, char** argv) {
   return kExitOk;
 }
 
-void PrintReport(const ThawReport& r, bool json, bool first) {
-  if (json) {
-    std::printf("%s{\"handle\": %" PRIu64
-                ", \"expired\": %s, \"interrupted\": %s, \"quiesced\": %s, "
-                "\"frozen_ms\": %.3f, \"thawed\": %s, \"interruption\": %s}",
-                first ? "" : ", ", r.id, r.expired ? "true" : "false",
-                r.interrupted ? "true" : "false", r.quiesced() ? "true" : "false",
-                Ms(r.frozen_for), JsonList(r.thawed).c_str(), JsonString(r.interruption).c_str());
-  } else {
-    std::string what = r.expired       ? "window EXPIRED (not quiesced), watchdog had thawed"
-                       : r.interrupted ? "thawed; NOT quiesced: " + r.interruption
-                                       : "thawed";
-    std::printf("handle %" PRIu64 ": %s after %.3f ms; thawed %s\n", r.id, what.c_str(),
-                Ms(r.frozen_for), Joined(r.thawed).c_str());
-  }
+Json ReportJson(const ThawReport& r) {
+  return Json{{"handle", r.id},         {"expired", r.expired},           {"interrupted", r.interrupted},
+              {"quiesced", r.quiesced()}, {"frozen_ms", Ms(r.frozen_for)}, {"thawed", r.thawed},
+              {"interruption", r.interruption}};
+}
+
+void PrintReport(const ThawReport& r) {
+  std::string what = r.expired       ? "window EXPIRED (not quiesced), watchdog had thawed"
+                     : r.interrupted ? "thawed; NOT quiesced: " + r.interruption
+                                     : "thawed";
+  std::printf("handle %" PRIu64 ": %s after %.3f ms; thawed %s\n", r.id, what.c_str(), Ms(r.frozen_for),
+              Joined(r.thawed).c_str());
 }
 
 int ThawMain(int argc, char** argv) {
   const char* tool = "strata thaw";
-  for (int i = 1; i < argc; ++i) {
-    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
-      std::fputs(kThawHelp, stdout);
-      return kExitOk;
-    }
-  }
-  auto args = Args::Parse(argc, argv, 1, {"--state-dir"}, {"--all", "--json"});
+  auto args = Args::Parse(argc, argv, 1, {"--state-dir"}, {"--all", "--json", "--help"});
   if (!args.has_value()) return Usage(tool, args.error().message());
+  if (args->Has("--help")) {
+    std::fputs(kThawHelp, stdout);
+    return kExitOk;
+  }
   std::string dir = args->Get("--state-dir").value_or(DefaultStateDir());
   bool json = args->Has("--json");
   if (args->Has("--all")) {
@@ -247,15 +230,15 @@ int ThawMain(int argc, char** argv) {
     auto r = ThawAllAndRecover(dir);
     if (!r.has_value()) return Fail(tool, r.error());
     if (json) {
-      std::printf("{\"handles\": [");
-      for (size_t i = 0; i < r->thawed.size(); ++i) PrintReport(r->thawed[i], true, i == 0);
-      std::printf(
-          "], \"recovered\": %s, \"not_frozen\": %s, \"not_recovered\": %s, "
-          "\"live_journals\": %s}\n",
-          JsonList(r->recovered).c_str(), JsonList(r->not_frozen).c_str(),
-          JsonList(r->not_recovered).c_str(), JsonList(r->live).c_str());
+      Json handles = Json::array();
+      for (const auto& t : r->thawed) handles.push_back(ReportJson(t));
+      PrintJson(Json{{"handles", handles},
+                     {"recovered", r->recovered},
+                     {"not_frozen", r->not_frozen},
+                     {"not_recovered", r->not_recovered},
+                     {"live_journals", r->live}});
     } else {
-      for (const auto& t : r->thawed) PrintReport(t, false, false);
+      for (const auto& t : r->thawed) PrintReport(t);
       if (!r->recovered.empty()) {
         std::printf("recovered after a daemon crash: thawed %s\n", Joined(r->recovered).c_str());
       }
@@ -280,46 +263,42 @@ int ThawMain(int argc, char** argv) {
   if (text.empty() || *end != '\0' || id == 0) return Usage(tool, "bad handle '" + text + "'");
   auto r = ServiceThaw(dir, id);
   if (!r.has_value()) return Fail(tool, r.error());
-  PrintReport(*r, json, true);
-  if (json) std::printf("\n");
+  if (json) PrintJson(ReportJson(*r));
+  else PrintReport(*r);
   return kExitOk;
 }
 
 int StatusMain(int argc, char** argv) {
   const char* tool = "strata status";
-  for (int i = 1; i < argc; ++i) {
-    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
-      std::fputs(kStatusHelp, stdout);
-      return kExitOk;
-    }
-  }
-  auto args = Args::Parse(argc, argv, 1, {"--state-dir"}, {"--json"});
+  auto args = Args::Parse(argc, argv, 1, {"--state-dir"}, {"--json", "--help"});
   if (!args.has_value()) return Usage(tool, args.error().message());
+  if (args->Has("--help")) {
+    std::fputs(kStatusHelp, stdout);
+    return kExitOk;
+  }
   if (!args->positional().empty()) return Usage(tool, "unexpected argument");
   std::string dir = args->Get("--state-dir").value_or(DefaultStateDir());
   auto st = GetServiceStatus(dir);
   if (!st.has_value()) return Fail(tool, st.error());
   if (args->Has("--json")) {
-    std::printf("{\"running\": %s, \"pid\": %lld, \"backend\": %s, \"handles\": [",
-                st->running ? "true" : "false", static_cast<long long>(st->pid),
-                JsonString(st->backend).c_str());
-    for (size_t i = 0; i < st->handles.size(); ++i) {
-      const auto& h = st->handles[i];
-      std::printf("%s{\"handle\": %" PRIu64
-                  ", \"expired\": %s, \"interrupted\": %s, \"frozen_ms\": %lld, "
-                  "\"remaining_ms\": %lld, \"mount_points\": %s}",
-                  i ? ", " : "", h.id, h.expired ? "true" : "false",
-                  h.interrupted ? "true" : "false", static_cast<long long>(h.frozen_ms),
-                  static_cast<long long>(h.remaining_ms), JsonList(h.mount_points).c_str());
+    Json handles = Json::array();
+    for (const auto& h : st->handles) {
+      handles.push_back({{"handle", h.id},
+                         {"expired", h.expired},
+                         {"interrupted", h.interrupted},
+                         {"frozen_ms", static_cast<long long>(h.frozen_ms)},
+                         {"remaining_ms", static_cast<long long>(h.remaining_ms)},
+                         {"mount_points", h.mount_points}});
     }
-    std::printf("], \"counts\": {");
-    bool first = true;
-    for (const auto& [m, n] : st->counts) {
-      std::printf("%s%s: %d", first ? "" : ", ", JsonString(m).c_str(), n);
-      first = false;
-    }
-    std::printf("}, \"stale_frozen\": %s, \"damaged_journals\": %s}\n",
-                JsonList(st->stale_frozen).c_str(), JsonList(st->damaged_journals).c_str());
+    Json counts = Json::object();
+    for (const auto& [m, n] : st->counts) counts[m] = n;
+    PrintJson(Json{{"running", st->running},
+                   {"pid", static_cast<long long>(st->pid)},
+                   {"backend", st->backend},
+                   {"handles", handles},
+                   {"counts", counts},
+                   {"stale_frozen", st->stale_frozen},
+                   {"damaged_journals", st->damaged_journals}});
     return kExitOk;
   }
   if (!st->stale_frozen.empty()) {

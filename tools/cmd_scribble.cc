@@ -106,8 +106,7 @@ int ScribbleMain(int argc, char** argv) {
   if (st.ok() && tracker) st = tracker->Close();
   if (!st.ok()) return Fail(tool, st);
   if (a->Has("--json")) {
-    std::printf("{\"image\": %s, \"writes\": %" PRIu64 ", \"bytes\": %" PRIu64 "}\n",
-                JsonString(path).c_str(), count, count * block);
+    PrintJson(Json{{"image", path}, {"writes", count}, {"bytes", count * block}});
   } else {
     std::printf("rewrote %" PRIu64 " blocks of %s (%s)%s\n", count, FormatBytes(block).c_str(),
                 FormatBytes(count * block).c_str(), tracker ? ", marked in the tracker" : "");

@@ -365,10 +365,10 @@ int ServeMain(int argc, char** argv) {
   }
 
   if (a->Has("--json")) {
-    std::printf("{\"uri\": %s, \"backup\": \"%s\", \"disk\": %s, \"size\": %" PRIu64 ", \"pid\": %d",
-                JsonString(uri).c_str(), id.c_str(), JsonString(disk_name).c_str(), size, static_cast<int>(server));
-    if (!overlay.empty()) std::printf(", \"overlay\": %s", JsonString(overlay).c_str());
-    std::printf(", \"writable\": %s}\n", a->Has("--cow") ? "true" : "false");
+    Json j = {{"uri", uri}, {"backup", id}, {"disk", disk_name}, {"size", size}, {"pid", static_cast<int>(server)}};
+    if (!overlay.empty()) j["overlay"] = overlay;
+    j["writable"] = a->Has("--cow");
+    PrintJson(j);
   } else {
     std::printf("%s\n", uri.c_str());
     std::fprintf(stderr, "%s: backup %s of %s (%s) %s, nbdkit pid %d%s\n", kTool, id.c_str(), disk_name.c_str(),

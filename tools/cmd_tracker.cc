@@ -83,14 +83,16 @@ void PrintRecovery(const char* tool, const T& t) {
   for (const std::string& p : r.problems) std::fprintf(stderr, "%s: warning: %s\n", tool, p.c_str());
 }
 
-std::string CheckpointJson(const CheckpointInfo& c) {
-  char buf[200];
-  std::snprintf(buf, sizeof buf,
-                "\"id\": %" PRIu64 ", \"created_unix_ns\": %" PRId64 ", \"changed_bytes\": %" PRIu64
-                ", \"generation_unknown\": %s, \"quiesced\": %s}",
-                c.id, c.created_unix_ns, c.changed_bytes, c.generation_unknown ? "true" : "false",
-                c.quiesced ? "true" : "false");
-  return "{\"name\": " + JsonString(c.name) + ", " + buf;
+// A checkpoint's "id" is its sequence number in the tracker, as a decimal
+// string (every id in strata's JSON is a string: docs/cli-json.md).
+Json CheckpointJson(const CheckpointInfo& c) {
+  return Json{{"name", c.name},
+              {"id", std::to_string(c.id)},
+              {"created", FormatTime(c.created_unix_ns)},
+              {"created_unix_ns", c.created_unix_ns},
+              {"changed_bytes", c.changed_bytes},
+              {"generation_unknown", c.generation_unknown},
+              {"quiesced", c.quiesced}};
 }
 
 // Through the tracker's owner when one serves its control socket (e.g. the
@@ -132,10 +134,10 @@ int Init(const Args& args, bool json) {
   Status s = (*t)->Close();
   if (!s.ok()) return Fail(kTrackerTool, s);
   if (json) {
-    std::printf("{\"tracker\": %s, \"disk_size\": %" PRIu64 ", \"granularity\": %" PRIu64
-                ", \"intent_log\": %s}\n",
-                JsonString(*dir).c_str(), o.disk_size, o.granularity_bytes,
-                o.intent_log ? "true" : "false");
+    PrintJson(Json{{"tracker", *dir},
+                   {"disk_size", o.disk_size},
+                   {"granularity", o.granularity_bytes},
+                   {"intent_log", o.intent_log}});
   } else {
     std::printf("created tracker %s: %s disk, granularity %s, intent log %s\n", dir->c_str(),
                 FormatBytes(o.disk_size).c_str(), FormatBytes(o.granularity_bytes).c_str(),
@@ -158,7 +160,7 @@ int Mark(const Args& args, bool json) {
   Status c = (*t)->Close();
   if (!s.ok()) return Fail(kTrackerTool, s);
   if (!c.ok()) return Fail(kTrackerTool, c);
-  if (json) std::printf("{\"offset\": %" PRIu64 ", \"length\": %" PRIu64 "}\n", *off, *len);
+  if (json) PrintJson(Json{{"offset", *off}, {"length", *len}});
   return kExitOk;
 }
 
@@ -172,16 +174,15 @@ int List(const Args& args, bool json) {
   const std::vector<CheckpointInfo>& list = *listed;
   const RecoveryInfo& r = tr.recovery();
   if (json) {
-    std::printf("{\"uuid\": \"%s\", \"disk_size\": %" PRIu64 ", \"granularity\": %" PRIu64
-                ", \"intent_log\": %s, \"clean_shutdown\": %s, \"active_unknown\": %s, "
-                "\"checkpoints\": [",
-                Id128ToHex(tr.uuid()).c_str(), tr.disk_size(), tr.granularity().bytes(),
-                tr.intent_log_enabled() ? "true" : "false",
-                r.clean_shutdown ? "true" : "false", r.active_unknown ? "true" : "false");
-    for (size_t i = 0; i < list.size(); ++i) {
-      std::printf("%s%s", i ? ",\n  " : "\n  ", CheckpointJson(list[i]).c_str());
-    }
-    std::printf("]}\n");
+    Json checkpoints = Json::array();
+    for (const auto& c : list) checkpoints.push_back(CheckpointJson(c));
+    PrintJson(Json{{"uuid", Id128ToHex(tr.uuid())},
+                   {"disk_size", tr.disk_size()},
+                   {"granularity", tr.granularity().bytes()},
+                   {"intent_log", tr.intent_log_enabled()},
+                   {"clean_shutdown", r.clean_shutdown},
+                   {"active_unknown", r.active_unknown},
+                   {"checkpoints", checkpoints}});
   } else {
     PrintRecovery(kTrackerTool, tr);
     std::printf("%s (tracker %s): %s disk, granularity %s, intent log %s, %zu checkpoints\n", tr.dir().c_str(),
@@ -208,7 +209,7 @@ int Remove(const Args& args, bool json) {
   Status c = (*t)->Close();
   if (!s.ok()) return Fail(kTrackerTool, s);
   if (!c.ok()) return Fail(kTrackerTool, c);
-  if (json) std::printf("{\"removed\": %s}\n", JsonString(pos[0]).c_str());
+  if (json) PrintJson(Json{{"removed", pos[0]}});
   else std::printf("removed checkpoint %s\n", pos[0].c_str());
   return kExitOk;
 }
@@ -227,7 +228,7 @@ int Resize(const Args& args, bool json) {
   Status c = (*t)->Close();
   if (!s.ok()) return Fail(kTrackerTool, s);
   if (!c.ok()) return Fail(kTrackerTool, c);
-  if (json) std::printf("{\"disk_size\": %" PRIu64 "}\n", *size);
+  if (json) PrintJson(Json{{"disk_size", *size}});
   else std::printf("resized to %s\n", FormatBytes(*size).c_str());
   return kExitOk;
 }
@@ -246,7 +247,9 @@ int TrackerMain(int argc, char** argv) {
     return kExitOk;
   }
   if (sub != "init" && sub != "mark" && sub != "list" && sub != "remove" && sub != "resize") {
-    return Usage(kTrackerTool, "unknown subcommand '" + sub + "'");
+    std::string near = ClosestMatch(sub, {"init", "mark", "list", "remove", "resize"});
+    return Usage(kTrackerTool, "unknown subcommand '" + sub + "'" +
+                                   (near.empty() ? "" : " (did you mean '" + near + "'?)"));
   }
   // A flag that does nothing for this subcommand is a mistake, not a no-op.
   const std::map<std::string, std::set<std::string>> takes = {
@@ -321,17 +324,13 @@ int CheckpointMain(int argc, char** argv) {
   }
   if (!c.ok()) return Fail(kCheckpointTool, c);
   if (args->Has("--json")) {
-    std::string j = CheckpointJson(*cp);
+    Json j = CheckpointJson(*cp);
     if (window) {
-      std::string mounts;
-      for (const auto& m : window->mount_points) mounts += (mounts.empty() ? "" : ", ") + JsonString(m);
-      char extra[160];
-      std::snprintf(extra, sizeof extra, ", \"frozen_ms\": %.3f, \"exec_exit_code\": %d",
-                    std::chrono::duration<double, std::milli>(window->frozen_for).count(),
-                    window->exec_exit_code);
-      j.insert(j.size() - 1, std::string(extra) + ", \"frozen\": [" + mounts + "]");
+      j["frozen_ms"] = std::chrono::duration<double, std::milli>(window->frozen_for).count();
+      j["exec_exit_code"] = window->exec_exit_code;
+      j["frozen"] = window->mount_points;
     }
-    std::printf("%s\n", j.c_str());
+    PrintJson(j);
   } else {
     std::printf("checkpoint %s (id %" PRIu64 "): %s changed in the sealed generation\n",
                 cp->name.c_str(), cp->id,

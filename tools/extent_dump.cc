@@ -154,12 +154,11 @@ int DumpArchive(const std::string& path, const Options& opt) {
   if (!r) return cli::Fail(kTool, r.error());
   const auto& ext = (*r)->index().extents;
   if (opt.json) {
-    std::fputs("[", stdout);
-    for (size_t i = 0; i < ext.size(); ++i) {
-      std::printf("%s{\"start\": %" PRIu64 ", \"length\": %u, \"zero\": %s}", i ? ",\n" : "",
-                  ext[i].guest_offset, ext[i].length, ext[i].is_zero() ? "true" : "false");
+    cli::Json arr = cli::Json::array();
+    for (const ExtentRecord& e : ext) {
+      arr.push_back({{"start", e.guest_offset}, {"length", e.length}, {"zero", e.is_zero()}});
     }
-    std::fputs("]\n", stdout);
+    cli::PrintJson(arr);
     return cli::kExitOk;
   }
   const ArchiveHeader& h = (*r)->header();
@@ -232,46 +231,47 @@ int DumpQcow2(const std::string& path, const cli::Args& args, const Options& opt
   if (args.Has("--list-bitmaps")) {
     auto list = q.Bitmaps();
     if (!list) return cli::Fail(kTool, list.error());
-    if (opt.json) std::fputs("[", stdout);
-    else std::printf("%-24s %12s %-7s %-8s %s\n", "name", "granularity", "in_use", "enabled",
-                     "consistent");
-    bool first = true;
+    cli::Json arr = cli::Json::array();
+    if (!opt.json) {
+      std::printf("%-24s %12s %-7s %-8s %s\n", "name", "granularity", "in_use", "enabled", "consistent");
+    }
     for (const Qcow2Bitmap& b : *list) {
       if (opt.json) {
-        std::printf("%s{\"name\": %s, \"granularity\": %" PRIu64
-                    ", \"in_use\": %s, \"auto\": %s, \"consistent\": %s}",
-                    first ? "" : ",\n", cli::JsonString(b.name).c_str(), b.granularity,
-                    b.in_use ? "true" : "false", b.auto_flag ? "true" : "false",
-                    b.consistent ? "true" : "false");
+        arr.push_back({{"name", b.name},
+                       {"granularity", b.granularity},
+                       {"in_use", b.in_use},
+                       {"auto", b.auto_flag},
+                       {"consistent", b.consistent}});
       } else {
         std::printf("%-24s %12s %-7s %-8s %s\n", b.name.c_str(),
                     FormatBytes(b.granularity).c_str(), b.in_use ? "yes" : "no",
                     b.auto_flag ? "yes" : "no", b.consistent ? "yes" : "no (full backup needed)");
       }
-      first = false;
     }
-    if (opt.json) std::fputs("]\n", stdout);
+    if (opt.json) cli::PrintJson(arr);
     return cli::kExitOk;
   }
   if (args.Has("--list-snapshots")) {
-    if (opt.json) std::fputs("[", stdout);
-    else std::printf("%-8s %-24s %14s %12s %12s\n", "id", "name", "vm_state", "date", "disk_size");
-    bool first = true;
+    cli::Json arr = cli::Json::array();
+    if (!opt.json) std::printf("%-8s %-24s %14s %12s %12s\n", "id", "name", "vm_state", "date", "disk_size");
     for (const Qcow2Snapshot& s : q.Snapshots()) {
       if (opt.json) {
-        std::printf("%s{\"id\": %s, \"name\": %s, \"vm_state_size\": %" PRIu64
-                    ", \"date_sec\": %u, \"date_nsec\": %u, \"vm_clock_nsec\": %" PRIu64
-                    ", \"disk_size\": %" PRIu64 "}",
-                    first ? "" : ",\n", cli::JsonString(s.id).c_str(),
-                    cli::JsonString(s.name).c_str(), s.vm_state_size, s.date_sec, s.date_nsec,
-                    s.vm_clock_nsec, s.disk_size);
+        int64_t ns = static_cast<int64_t>(s.date_sec) * 1000000000 + s.date_nsec;
+        arr.push_back({{"id", s.id},
+                       {"name", s.name},
+                       {"vm_state_size", s.vm_state_size},
+                       {"date_sec", s.date_sec},
+                       {"date_nsec", s.date_nsec},
+                       {"date", cli::FormatTime(ns)},
+                       {"date_unix_ns", ns},
+                       {"vm_clock_nsec", s.vm_clock_nsec},
+                       {"disk_size", s.disk_size}});
       } else {
         std::printf("%-8s %-24s %14" PRIu64 " %12u %12" PRIu64 "\n", s.id.c_str(), s.name.c_str(),
                     s.vm_state_size, s.date_sec, s.disk_size);
       }
-      first = false;
     }
-    if (opt.json) std::fputs("]\n", stdout);
+    if (opt.json) cli::PrintJson(arr);
     return cli::kExitOk;
   }
   Result<ExtentSet> set = Status::InvalidArgument("no mode");
@@ -293,25 +293,21 @@ int DumpQcow2(const std::string& path, const cli::Args& args, const Options& opt
 }
 
 int Main(int argc, char** argv) {
-  // Short aliases are rewritten to their long forms before parsing.
-  std::vector<std::string> storage(argv, argv + argc);
-  for (auto& a : storage) {
-    if (a == "-f") a = "--format";
-    else if (a == "-o") a = "--output";
-    else if (a == "-h") a = "--help";
-  }
-  std::vector<char*> av;
-  for (auto& a : storage) av.push_back(a.data());
-  auto args = cli::Args::Parse(argc, av.data(), 1,
+  // -f, -o and -h are the short forms of --format, --output and --help.
+  auto args = cli::Args::Parse(argc, argv, 1,
                                {"--allow-backing",
                                 "--format", "--output", "--set", "--bitmap", "--diff", "--to",
                                 "--layers", "--tracker", "--since", "--reflink-diff",
                                 "--granularity"},
                                {"--help", "--json", "--list-bitmaps", "--list-snapshots",
-                                "--force"});
+                                "--force", "--version"});
   if (!args) return cli::Usage(kTool, args.error().message());
   if (args->Has("--help")) {
     std::fputs(kHelp, stdout);
+    return cli::kExitOk;
+  }
+  if (args->Has("--version")) {
+    std::printf("extent-dump (strata) %s\n", STRATA_VERSION_STRING);
     return cli::kExitOk;
   }
   Options opt;
@@ -326,6 +322,7 @@ int Main(int argc, char** argv) {
     return cli::Usage(kTool, "--output must be human or json, not '" + output + "'");
   }
   opt.json = output == "json";
+  cli::SetJsonErrors(opt.json);
   const auto& pos = args->positional();
   if (auto dir = args->Get("--tracker")) {
     if (!pos.empty()) return cli::Usage(kTool, "--tracker takes no IMAGE argument");
@@ -362,9 +359,5 @@ int Main(int argc, char** argv) {
 }  // namespace strata
 
 int main(int argc, char** argv) {
-  if (argc == 2 && (std::string(argv[1]) == "--version" || std::string(argv[1]) == "-V")) {
-    std::printf("extent-dump (strata) %s\n", STRATA_VERSION_STRING);
-    return 0;
-  }
   return strata::Main(argc, argv);
 }

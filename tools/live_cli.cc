@@ -17,6 +17,7 @@
 #include "strata/units.h"
 #include "tools/cli_util.h"
 #include "tools/live_cli.h"
+#include "tools/progress.h"
 
 namespace strata::cli {
 
@@ -130,7 +131,9 @@ int LiveBackupMain(int argc, char** argv) {
                               "--disk",   "--uri",        "--state-dir",   "--granularity", "--connections",
                               "--level",  "--chunk-size", "--queue-depth", "--workers",     "--memory",
                               "--lock-wait"};
-  auto a = Args::Parse(argc, argv, 1, vf, {"--help", "--json", "--full", "--quiesce"});
+  std::set<std::string> bf = {"--help", "--json", "--full", "--quiesce"};
+  bf.insert(kProgressFlags.begin(), kProgressFlags.end());
+  auto a = Args::Parse(argc, argv, 1, vf, bf);
   if (!a) return Usage(tool, a.error().message());
   if (a->Has("--help")) {
     std::fputs(kLiveHelp, stdout);
@@ -156,8 +159,12 @@ int LiveBackupMain(int argc, char** argv) {
   if (a->Has("--granularity") && !a->Has("--full") && !a->Has("--qmp") && !a->Has("--libvirt")) {
     return Usage(tool, "--granularity sets a full backup's block size");
   }
+  auto oo = OutputOptions::From(*a);
+  if (!oo) return Usage(tool, oo.error().message());
   live::LiveOptions opt;
   if (Status s = ParseOptions(*a, &opt.pipeline, &opt); !s.ok()) return Usage(tool, s.message());
+  Progress progress("backup", *oo);
+  opt.pipeline.progress = [&](uint64_t d, uint64_t t) { progress.Update(d, t); };
   auto wait = LockWaitOf(*a);
   if (!wait) return Usage(tool, wait.error().message());
   opt.full = a->Has("--full");
@@ -195,6 +202,7 @@ int LiveBackupMain(int argc, char** argv) {
     src.quiesce = a->Has("--quiesce");
     r = live::BackupLibvirtDomain(**repo, src, opt);
   }
+  progress.Clear();
   if (!r) return Fail(tool, r.error());
   if (a->Has("--json")) {
     Json j;
@@ -223,7 +231,7 @@ int LiveBackupMain(int argc, char** argv) {
                             {"seconds", st.seconds},
                             {"notes", notes}});
     }
-    std::printf("%s\n", j.dump().c_str());
+    PrintJson(j);
     return kExitOk;
   }
   for (const std::string& n : r->notes) std::fprintf(stderr, "%s: note: %s\n", tool, n.c_str());
@@ -252,7 +260,7 @@ int LiveRestoreMain(int argc, char** argv) {
   auto a = Args::Parse(argc, argv, 1,
                        {"--repo", "--backup", "--disk", "--lock-wait", "--format", "--nbd", "--queue-depth",
                         "--workers", "--memory"},
-                       {"--help", "--json", "--force"});
+                       {"--help", "--json", "--force", "--progress", "--quiet", "--verbose"});
   if (!a) return Usage(tool, a.error().message());
   if (a->Has("--help")) {
     std::puts(
@@ -274,9 +282,13 @@ int LiveRestoreMain(int argc, char** argv) {
   if (format == "raw" && !a->Has("--nbd")) {
     return Usage(tool, "--format raw is the plain restore: drop --format");
   }
+  auto oo = OutputOptions::From(*a);
+  if (!oo) return Usage(tool, oo.error().message());
   PipelineOptions opt;
   live::LiveOptions unused;
   if (Status s = ParseOptions(*a, &opt, &unused); !s.ok()) return Usage(tool, s.message());
+  Progress progress("restore", *oo);
+  opt.progress = [&](uint64_t d, uint64_t t) { progress.Update(d, t); };
   auto wait = LockWaitOf(*a);
   if (!wait) return Usage(tool, wait.error().message());
   std::string out = a->Has("--nbd") ? *a->Get("--nbd") : a->positional()[0];
@@ -304,12 +316,16 @@ int LiveRestoreMain(int argc, char** argv) {
   if (!e) return Fail(tool, e.error(), true);
   const std::string id = IdToHex((*e)->id());
   auto stats = a->Has("--nbd") ? live::RestoreToNbd(**repo, id, out, opt) : live::RestoreToQcow2(**repo, id, out, opt);
+  progress.Clear();
   if (!stats) return Fail(tool, stats.error());
   if (a->Has("--json")) {
-    std::printf("{\"id\": \"%s\", \"output\": %s, \"format\": \"%s\", \"chain\": %zu, \"data_bytes\": %" PRIu64
-                ", \"zero_bytes\": %" PRIu64 ", \"seconds\": %.3f}\n",
-                id.c_str(), JsonString(out).c_str(), a->Has("--nbd") ? "nbd" : "qcow2", stats->chain_length,
-                stats->data_bytes, stats->zero_bytes, stats->seconds);
+    PrintJson(Json{{"id", id},
+                   {"output", out},
+                   {"format", a->Has("--nbd") ? "nbd" : "qcow2"},
+                   {"chain", stats->chain_length},
+                   {"data_bytes", stats->data_bytes},
+                   {"zero_bytes", stats->zero_bytes},
+                   {"seconds", stats->seconds}});
   } else {
     std::printf("restored %s (chain of %zu) to %s (%s): %s data, %s zeros, %.2f s\n", id.c_str(),
                 stats->chain_length, out.c_str(), a->Has("--nbd") ? "NBD export" : "qcow2",

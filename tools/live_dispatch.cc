@@ -25,26 +25,15 @@ namespace strata::cli {
 
 namespace {
 
-bool HasFlag(int argc, char** argv, const char* flag) {
-  const size_t n = std::strlen(flag);
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--") == 0) return false;
-    if (std::strncmp(argv[i], flag, n) == 0 && (argv[i][n] == 0 || argv[i][n] == '=')) return true;
-  }
-  return false;
-}
-
 bool Executable(const std::string& p) { return ::access(p.c_str(), X_OK) == 0; }
 
 }  // namespace
 
 bool IsLiveBackup(int argc, char** argv) {
-  return HasFlag(argc, argv, "--nbd") || HasFlag(argc, argv, "--qmp") || HasFlag(argc, argv, "--libvirt");
+  return !Args::Peek(argc, argv, 1, {"--nbd", "--qmp", "--libvirt"}).empty();
 }
 
-bool IsLiveRestore(int argc, char** argv) {
-  return HasFlag(argc, argv, "--nbd") || HasFlag(argc, argv, "--format");
-}
+bool IsLiveRestore(int argc, char** argv) { return !Args::Peek(argc, argv, 1, {"--nbd", "--format"}).empty(); }
 
 std::string LiveHelperPath() {
   if (const char* env = std::getenv("STRATA_LIVE_HELPER"); env && *env) return env;

@@ -1,8 +1,11 @@
 // strata: the command-line front end. Subcommands live in tools/cmd_*.cc and
-// register themselves in CommandTable().
+// register themselves in CommandTable(); CLI11 parses the global options and
+// hands the rest of the command line to the subcommand.
 #include <cstdio>
-#include <cstring>
 #include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
 
 #include "tools/cli_util.h"
 #include "tools/commands.h"
@@ -20,7 +23,8 @@ namespace {
 
 void PrintHelp() {
   std::printf(
-      "Usage: strata COMMAND [OPTIONS]\n\n"
+      "Usage: strata COMMAND [OPTIONS]\n"
+      "       strata -h|--help | -V|--version\n\n"
       "Dirty-block tracking and incremental backup of virtual disks.\n\nCommands:\n");
   for (const auto& [name, info] : strata::cli::CommandTable()) {
     std::printf("  %-12s %s\n", name.c_str(), info.summary.c_str());
@@ -33,19 +37,42 @@ void PrintHelp() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") ||
-      !std::strcmp(argv[1], "help")) {
-    PrintHelp();
-    return argc < 2 ? strata::cli::kExitUsage : strata::cli::kExitOk;
+  namespace cli = strata::cli;
+  CLI::App app("Dirty-block tracking and incremental backup of virtual disks.", "strata");
+  app.set_help_flag();  // PrintHelp() lists the registered commands
+  app.prefix_command();  // the first positional and everything after it is the command's
+  CLI::Option* help = app.add_flag("-h,--help");
+  CLI::Option* version = app.add_flag("-V,--version");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return cli::Usage("strata", e.what());
   }
-  if (!std::strcmp(argv[1], "--version") || !std::strcmp(argv[1], "-V")) {
+  std::vector<std::string> rest = app.remaining();
+  if (!rest.empty() && rest[0] == "--") rest.erase(rest.begin());
+  if (version->count()) {
     std::printf("strata %s\n", STRATA_VERSION_STRING);
-    return 0;
+    return cli::kExitOk;
   }
-  auto& table = strata::cli::CommandTable();
-  auto it = table.find(argv[1]);
+  if (help->count() || (!rest.empty() && rest[0] == "help")) {
+    PrintHelp();
+    return cli::kExitOk;
+  }
+  if (rest.empty()) {
+    PrintHelp();
+    return cli::kExitUsage;
+  }
+  auto& table = cli::CommandTable();
+  auto it = table.find(rest[0]);
   if (it == table.end()) {
-    return strata::cli::Usage("strata", std::string("unknown command '") + argv[1] + "'");
+    std::vector<std::string> names;
+    for (const auto& [name, info] : table) names.push_back(name);
+    std::string near = cli::ClosestMatch(rest[0], names);
+    return cli::Usage("strata", (rest[0][0] == '-' ? "unknown option '" : "unknown command '") + rest[0] + "'" +
+                                    (near.empty() ? "" : " (did you mean '" + near + "'?)"));
   }
-  return it->second.run(argc - 1, argv + 1);
+  std::vector<char*> sub;
+  for (std::string& s : rest) sub.push_back(s.data());
+  sub.push_back(nullptr);
+  return it->second.run(static_cast<int>(rest.size()), sub.data());
 }
