@@ -45,6 +45,9 @@ Dirty-block tracking for one disk in a state directory.
   resize   change the disk size (growing marks the new area dirty)
 Sizes accept K, M, G, T suffixes. Take checkpoints with 'strata checkpoint';
 print changes with 'extent-dump --tracker DIR --since NAME [--to NAME]'.
+While another process owns the tracker and serves DIR/control.sock (e.g.
+nbdkit --filter=strata), mark, list and remove go through it; resize needs
+the directory itself and is refused then.
 
 Options:
   --json   machine-readable output
@@ -57,6 +60,9 @@ constexpr char kCheckpointHelp[] = R"(Usage: strata checkpoint --tracker DIR [--
 
 Seals the tracker's active generation as checkpoint NAME (unique) and starts
 a new one. Changes since NAME: 'extent-dump --tracker DIR --since NAME'.
+While another process owns the tracker and serves DIR/control.sock (e.g.
+nbdkit --filter=strata, which holds its writes off meanwhile), the
+checkpoint is taken by that process; otherwise DIR is opened here.
 
 With --quiesce (repeatable; a mount point, block device, partition or
 device-mapper volume) the checkpoint is taken inside a freeze window: hook
