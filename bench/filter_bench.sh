@@ -37,17 +37,20 @@ stop() {  # stops the nbdkit this script started, by its pid
   [ -n "$PID" ] || return 0
   kill "$PID" 2>/dev/null || true
   for _ in $(seq 200); do kill -0 "$PID" 2>/dev/null || break; sleep 0.05; done
+  kill -0 "$PID" 2>/dev/null && { echo "nbdkit $PID did not stop" >&2; exit 1; }
   PID=
 }
-start() {  # DISK MODE(plain|strata) -> URI; nbdkit in the background
+URI=
+start() {  # DISK MODE(plain|strata): nbdkit in the background; sets PID and URI
+  # (called directly, never in $(...): PID must reach stop)
   rm -f nbd.sock nbd.pid; rm -rf trk
   local filter=()
   [ "$2" = strata ] && filter=(--filter="$FILTER")
   nbdkit -U "$WORK/nbd.sock" -P "$WORK/nbd.pid" "${filter[@]}" file "$1" \
     $([ "$2" = strata ] && echo "tracker=$WORK/trk")
-  for _ in $(seq 200); do [ -S nbd.sock ] && [ -f nbd.pid ] && break; sleep 0.02; done
+  for _ in $(seq 200); do [ -S nbd.sock ] && [ -s nbd.pid ] && break; sleep 0.02; done
   PID=$(cat nbd.pid)
-  echo "nbd+unix:///?socket=$WORK/nbd.sock"
+  URI="nbd+unix:///?socket=$WORK/nbd.sock"
 }
 trap 'stop; cd /; rm -rf "$WORK"' EXIT
 
@@ -60,8 +63,8 @@ bytes=$(stat -c %s src.raw)
 for _ in $(seq "$RUNS"); do
   for mode in plain strata; do
     rm -f dst.raw; truncate -s "$bytes" dst.raw; sync
-    uri=$(start dst.raw "$mode")
-    t0=$(now); nbdcopy src.raw "$uri"; t1=$(now)
+    start dst.raw "$mode"
+    t0=$(now); nbdcopy src.raw "$URI"; t1=$(now)
     stop
     echo "$(secs "$t0" "$t1")" >> "copy_$mode.txt"
   done
@@ -80,8 +83,8 @@ rm -f dst.raw; fallocate -l "$bytes" dst.raw
 for _ in $(seq "$RUNS"); do
   for qd in 1 32; do
     for mode in plain strata; do
-      uri=$(start dst.raw "$mode")
-      echo "$mode $qd $(fio_run "$uri" "$qd")" >> rand.txt
+      start dst.raw "$mode"
+      echo "$mode $qd $(fio_run "$URI" "$qd")" >> rand.txt
       stop
     done
   done
