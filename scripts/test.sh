@@ -37,5 +37,5 @@ mkdir -p build
 run_suite release '.*' '' -DCMAKE_BUILD_TYPE=RelWithDebInfo
 run_suite asan 'unit' '' -DCMAKE_BUILD_TYPE=Debug -DSTRATA_SANITIZE=address,undefined
 # Concurrency tests (label "tsan") under ThreadSanitizer: only their binaries.
-run_suite tsan 'tsan' 'tracker_concurrency_test quiesce_concurrency_test frame_cache_test' -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTRATA_SANITIZE=thread
+run_suite tsan 'tsan' 'tracker_concurrency_test tracker_control_test quiesce_concurrency_test frame_cache_test' -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSTRATA_SANITIZE=thread
 echo "tests: $((all_total - all_failed)) passed, $all_failed failed"

@@ -13,3 +13,7 @@ add_dependencies(serve_test strata)
 # strata mount / umount on real FUSE, loop devices and ext4 (as root).
 strata_test(mount_test SOURCES mount_test.cc LINKS nlohmann_json::nlohmann_json LABEL serve)
 add_dependencies(mount_test strata)
+# The tracking filter (nbdkit --filter=strata) with real nbdkit, nbdcopy and
+# qemu-io; checkpoints and backups through its control socket; SIGKILL.
+strata_test(filter_test SOURCES filter_test.cc LINKS nlohmann_json::nlohmann_json LABEL serve)
+add_dependencies(filter_test strata extent-dump nbdkit-strata-filter)

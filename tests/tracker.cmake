@@ -27,3 +27,11 @@ strata_test(tracker_cli_test SOURCES tracker_cli_test.cc LINKS strata_extents LA
 add_dependencies(tracker_cli_test strata extent-dump)
 # Power loss (issue 11): the tracker over FaultEnv, cut at random calls.
 strata_test(tracker_power_test SOURCES tracker_power_test.cc LINKS strata_tracker)
+# The tracker's control socket (TrackerControlServer / TrackerHandle) in one
+# process; one ctest test so it carries both labels "tsan" and "unit".
+add_executable(tracker_control_test tracker_control_test.cc)
+target_compile_options(tracker_control_test PRIVATE ${STRATA_WARNINGS})
+target_link_libraries(tracker_control_test PRIVATE strata_tracker strata_test_util
+                      GTest::gtest GTest::gtest_main Threads::Threads)
+add_test(NAME tracker_control COMMAND tracker_control_test)
+set_tests_properties(tracker_control PROPERTIES LABELS "tsan;unit")

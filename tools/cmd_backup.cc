@@ -173,7 +173,9 @@ SOURCE is one of (running VMs: --nbd, --qmp, --libvirt; see 'strata backup
                          from the parent chain (no tracking needed; always safe)
   --tracker DIR          incremental in one step: take a new checkpoint in the
                          strata tracker DIR and back up what changed between the
-                         parent's checkpoint and it
+                         parent's checkpoint and it (through DIR's owner when a
+                         process such as nbdkit --filter=strata serves
+                         DIR/control.sock)
      --since NAME        (experts) start at checkpoint NAME, which must be where
                          the parent ends
      --checkpoint NAME   name the new checkpoint (default strata-<backup id>)

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "strata/tracker.h"
+#include "strata/tracker_control.h"
 #include "strata/quiesce.h"
 #include "strata/id128.h"
 #include "tools/cli_util.h"
@@ -44,6 +45,9 @@ Dirty-block tracking for one disk in a state directory.
   resize   change the disk size (growing marks the new area dirty)
 Sizes accept K, M, G, T suffixes. Take checkpoints with 'strata checkpoint';
 print changes with 'extent-dump --tracker DIR --since NAME [--to NAME]'.
+While another process owns the tracker and serves DIR/control.sock (e.g.
+nbdkit --filter=strata), mark, list and remove go through it; resize needs
+the directory itself and is refused then.
 
 Options:
   --json   machine-readable output
@@ -56,6 +60,9 @@ constexpr char kCheckpointHelp[] = R"(Usage: strata checkpoint --tracker DIR [--
 
 Seals the tracker's active generation as checkpoint NAME (unique) and starts
 a new one. Changes since NAME: 'extent-dump --tracker DIR --since NAME'.
+While another process owns the tracker and serves DIR/control.sock (e.g.
+nbdkit --filter=strata, which holds its writes off meanwhile), the
+checkpoint is taken by that process; otherwise DIR is opened here.
 
 With --quiesce (repeatable; a mount point, block device, partition or
 device-mapper volume) the checkpoint is taken inside a freeze window: hook
@@ -71,7 +78,8 @@ window, 'strata thaw --all' finds and thaws it.
 Exit status: 0 success, 1 failure (e.g. NAME exists), 2 usage error.
 )";
 
-void PrintRecovery(const char* tool, const Tracker& t) {
+template <typename T>
+void PrintRecovery(const char* tool, const T& t) {
   const RecoveryInfo& r = t.recovery();
   if (!r.clean_shutdown && !r.active_unknown) {
     std::fprintf(stderr, "%s: recovered after an unclean shutdown: %" PRIu64
@@ -93,12 +101,22 @@ Json CheckpointJson(const CheckpointInfo& c) {
               {"quiesced", c.quiesced}};
 }
 
-Result<std::unique_ptr<Tracker>> OpenFor(const Args& args, bool read_only) {
+// Through the tracker's owner when one serves its control socket (e.g. the
+// nbdkit filter marking a disk's writes), else the directory itself.
+Result<std::unique_ptr<TrackerHandle>> OpenFor(const Args& args, bool read_only) {
   auto dir = args.Get("--tracker");
   if (!dir) return Status::InvalidArgument("--tracker DIR is required");
-  OpenOptions o;
+  HandleOptions o;
   o.read_only = read_only;
-  return Tracker::Open(*dir, o);
+  return TrackerHandle::Open(*dir, o);
+}
+
+// Resize changes the state files under the exclusive lock: never through
+// an owner (whose disk decides the size).
+Result<std::unique_ptr<Tracker>> OpenDirect(const Args& args) {
+  auto dir = args.Get("--tracker");
+  if (!dir) return Status::InvalidArgument("--tracker DIR is required");
+  return Tracker::Open(*dir, OpenOptions{});
 }
 
 int Init(const Args& args, bool json) {
@@ -156,8 +174,10 @@ int List(const Args& args, bool json) {
   if (!args.positional().empty()) return Usage(kTrackerTool, "list takes no positional arguments");
   auto t = OpenFor(args, true);
   if (!t) return Fail(kTrackerTool, t.error(), true);
-  Tracker& tr = **t;
-  auto list = tr.List();
+  TrackerHandle& tr = **t;
+  auto listed = tr.List();
+  if (!listed) return Fail(kTrackerTool, listed.error());
+  const std::vector<CheckpointInfo>& list = *listed;
   const RecoveryInfo& r = tr.recovery();
   if (json) {
     Json checkpoints = Json::array();
@@ -207,7 +227,7 @@ int Resize(const Args& args, bool json) {
   auto size = ParseSize(*size_text);
   if (!size) return Fail(kTrackerTool, size.error(), true);
   if (*size == 0 || *size > kMaxDiskSize) return Usage(kTrackerTool, "--size must be 1 byte .. 8 EiB");
-  auto t = OpenFor(args, false);
+  auto t = OpenDirect(args);
   if (!t) return Fail(kTrackerTool, t.error(), true);
   PrintRecovery(kTrackerTool, **t);
   Status s = (*t)->Resize(*size);

@@ -14,6 +14,7 @@
 #include "formats/raw/reflink.h"
 #include "strata/archive.h"
 #include "strata/tracker.h"
+#include "strata/tracker_control.h"
 #include "tools/cli_util.h"
 
 namespace strata {
@@ -136,9 +137,9 @@ int DumpImageMap(const std::string& path, const Options& opt) {
 int DumpTracker(const std::string& dir, const cli::Args& args, const Options& opt) {
   auto since = args.Get("--since");
   if (!since) return cli::Usage(kTool, "--tracker needs --since NAME");
-  OpenOptions o;
+  HandleOptions o;  // through the tracker's owner when one answers
   o.read_only = true;
-  auto t = Tracker::Open(dir, o);
+  auto t = TrackerHandle::Open(dir, o);
   if (!t) return cli::Fail(kTool, t.error());
   auto to = args.Get("--to");
   auto set = to ? (*t)->ChangedBetween(*since, *to) : (*t)->ChangedSince(*since);

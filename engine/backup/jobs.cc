@@ -13,6 +13,7 @@
 
 #include "engine/backup/qemu_img.h"
 #include "strata/tracker.h"
+#include "strata/tracker_control.h"
 #include "strata/checksum.h"
 #include "extents/endian.h"
 #include "strata/env.h"
@@ -188,8 +189,10 @@ class BackupJob {
   Image* read_ = nullptr;           // what is read: the image or a snapshot view
   Granularity g_ = Granularity::Default();
 
-  std::unique_ptr<Tracker> owned_tracker_;
-  Tracker* tracker_ = nullptr;
+  // The end point's tracker: the caller's, or `tracker_dir` reached through
+  // its owner's control socket or opened here (tracker_control.h).
+  std::unique_ptr<TrackerHandle> tracker_;
+  bool owned_tracker_ = false;
   std::string tracker_from_;        // checkpoint the tracker's changes are taken from
 
   const CatalogEntry* parent_ = nullptr;  // into the catalog: invalid once it changes
@@ -297,10 +300,11 @@ Status BackupJob::OpenDiskAndImage() {
     header_.end = SnapshotPoint(header_.disk_id, s);
   }
   if (want_tracker_) {
-    tracker_ = src_.tracker;
-    if (tracker_ == nullptr) {
-      STRATA_ASSIGN_OR_RETURN(owned_tracker_, Tracker::Open(src_.tracker_dir));
-      tracker_ = owned_tracker_.get();
+    if (src_.tracker != nullptr) {
+      tracker_ = TrackerHandle::Borrow(src_.tracker);
+    } else {
+      STRATA_ASSIGN_OR_RETURN(tracker_, TrackerHandle::Open(src_.tracker_dir));
+      owned_tracker_ = true;
     }
     if (tracker_->disk_size() != read_->size()) {
       return Status::InvalidArgument(tracker_->dir() + ": tracks a disk of " +
@@ -317,7 +321,7 @@ Status BackupJob::OpenDiskAndImage() {
 // when it was removed.
 Status BackupJob::ResolveTrackerStart() {
   const Id128 uuid = tracker_->uuid();
-  const std::vector<CheckpointInfo> cps = tracker_->List();
+  STRATA_ASSIGN_OR_RETURN(const std::vector<CheckpointInfo> cps, tracker_->List());
   const std::string where_dir = tracker_->dir();
   if (!src_.since.empty()) {
     auto it = std::find_if(cps.begin(), cps.end(), [&](const CheckpointInfo& c) { return c.name == src_.since; });
@@ -754,7 +758,7 @@ Result<BackupResult> BackupJob::Run() {
     if (!s.ok()) r->notes.push_back("could not remove the previous bitmap: " + s.message());
   }
   if (owned_tracker_) {
-    if (Status s = owned_tracker_->Close(); !s.ok()) r->notes.push_back("closing the tracker: " + s.message());
+    if (Status s = tracker_->Close(); !s.ok()) r->notes.push_back("closing the tracker: " + s.message());
   }
   // The pipeline's own phases (setup, transfer, finish) come from RunBackup;
   // the catalog update is timed in WriteAndRecord.
