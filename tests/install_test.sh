@@ -23,6 +23,9 @@ out=$("$prefix/bin/strata" backup --repo "$work/r" --nbd "nbd+unix:///?socket=$w
 if grep -q "live-VM helper" <<<"$out" || ! grep -q "none.sock" <<<"$out"; then
   echo "installed strata cannot run strata-live: $out" >&2; exit 1
 fi
+# The nbdkit plugin (strata serve) and filter are installed where strata
+# serve looks for the plugin.
+test -f "$libdir/strata/nbdkit-strata-plugin.so" && test -f "$libdir/strata/nbdkit-strata-filter.so"
 # The commands that need no VM do not load libvirt or libnbd.
 if ldd "$prefix/bin/strata" | grep -qE "libvirt|libnbd"; then echo "strata links libvirt or libnbd" >&2; exit 1; fi
 # The SONAME carries the version.

@@ -38,6 +38,9 @@ Result<std::string> FindPlugin(const std::optional<std::string>& explicit_path) 
     dir = dir.substr(0, dir.rfind('/'));
     tried.push_back(dir + "/../plugins/nbdkit/nbdkit-strata-plugin.so");
     tried.push_back(dir + "/../lib/strata/nbdkit-strata-plugin.so");
+#ifdef STRATA_INSTALL_LIBDIR
+    tried.push_back(dir + "/../" STRATA_INSTALL_LIBDIR "/strata/nbdkit-strata-plugin.so");
+#endif
   }
 #ifdef STRATA_NBDKIT_PLUGINDIR
   tried.push_back(std::string(STRATA_NBDKIT_PLUGINDIR) + "/nbdkit-strata-plugin.so");
