@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <random>
 
@@ -76,7 +77,7 @@ TEST_P(PipelineTest, RandomHistoriesRestoreEveryPoint) {
   ExtentSet changed = *ExtentSet::Create(kDisk, g);
   RandomWrites(disk, rng, &changed, 40);
   // Tens of generations for two histories, a dozen for the others (time).
-  const int generations = GetParam() < 2 ? 24 : 12;
+  const int generations = std::max(4, (GetParam() < 2 ? 24 : 12) / testing::kSanitizerSlowdown);
   for (int gen = 0; gen < generations; ++gen) {
     auto img = OpenImage(disk);
     ASSERT_TRUE(img.has_value());

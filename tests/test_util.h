@@ -48,6 +48,15 @@ void WriteFileBytes(const std::string& path, const std::vector<uint8_t>& data);
 // print it (SCOPED_TRACE) so a failure can be replayed.
 uint64_t TestSeed();
 
+// Sanitizer builds run several times slower, and scripts/test.sh runs the
+// unit tests under them after the optimised build has run them in full:
+// long randomized tests divide their iteration counts by this there.
+#ifdef STRATA_SANITIZED
+inline constexpr int kSanitizerSlowdown = 4;
+#else
+inline constexpr int kSanitizerSlowdown = 1;
+#endif
+
 }  // namespace strata::testing
 
 #endif  // STRATA_TESTS_TEST_UTIL_H_
