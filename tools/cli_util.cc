@@ -337,4 +337,15 @@ void PrintRuns(const ExtentSet& set, bool json, const std::string& title) {
   std::printf("%s in %" PRIu64 " runs (%.2f%% of the disk)\n", FormatBytes(bytes).c_str(), runs, pct);
 }
 
+Result<std::chrono::milliseconds> LockWait(const Args& a) {
+  auto v = a.Get("--lock-wait");
+  if (!v) return std::chrono::milliseconds(0);
+  char* end = nullptr;
+  double secs = std::strtod(v->c_str(), &end);
+  if (end == v->c_str() || *end || !(secs >= 0 && secs <= 86400)) {
+    return Status::InvalidArgument("--lock-wait must be a number of seconds in [0, 86400]");
+  }
+  return std::chrono::milliseconds(static_cast<int64_t>(secs * 1000));
+}
+
 }  // namespace strata::cli

@@ -3,6 +3,7 @@
 #ifndef STRATA_TOOLS_CLI_UTIL_H_
 #define STRATA_TOOLS_CLI_UTIL_H_
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -57,6 +58,9 @@ std::string ClosestMatch(const std::string& word, const std::vector<std::string>
 // binary multiple with a suffix k, m, g, t, p, e in either case, optionally a
 // fraction ("1.5G", rounded down to a byte); "4GB" and "4GiB" mean 4G too.
 Result<uint64_t> ParseSize(const std::string& text);
+
+// --lock-wait SECONDS (default 0: a repository in use fails at once).
+Result<std::chrono::milliseconds> LockWait(const Args& a);
 // "2026-11-22T04:05:52Z" (UTC, ISO 8601) for a time in ns since the epoch.
 std::string FormatTime(int64_t unix_ns);
 using Json = nlohmann::ordered_json;

@@ -41,17 +41,6 @@ const std::set<std::string> kPipelineFlags = {"--level", "--chunk-size", "--queu
 const std::set<std::string> kRestoreFlags = {"--queue-depth", "--workers", "--memory"};
 const std::set<std::string> kMergeFlags = {"--level", "--queue-depth", "--workers", "--memory"};
 
-// --lock-wait SECONDS (default 0: a repository in use fails at once).
-Result<std::chrono::milliseconds> LockWait(const Args& a) {
-  auto v = a.Get("--lock-wait");
-  if (!v) return std::chrono::milliseconds(0);
-  char* end = nullptr;
-  double secs = std::strtod(v->c_str(), &end);
-  if (end == v->c_str() || *end || !(secs >= 0 && secs <= 86400)) {
-    return Status::InvalidArgument("--lock-wait must be a number of seconds in [0, 86400]");
-  }
-  return std::chrono::milliseconds(static_cast<int64_t>(secs * 1000));
-}
 
 // Opens --repo for reading (a shared lock: backups and merges wait) or for
 // writing (exclusive; completes what an interrupted writer left, printing

@@ -105,16 +105,6 @@ Status ParseOptions(const Args& a, PipelineOptions* o, live::LiveOptions* lo) {
   return Status::Ok();
 }
 
-Result<std::chrono::milliseconds> LockWaitOf(const Args& a) {
-  auto v = a.Get("--lock-wait");
-  if (!v) return std::chrono::milliseconds(0);
-  char* end = nullptr;
-  double secs = std::strtod(v->c_str(), &end);
-  if (end == v->c_str() || *end || !(secs >= 0 && secs <= 86400)) {
-    return Status::InvalidArgument("--lock-wait must be a number of seconds in [0, 86400]");
-  }
-  return std::chrono::milliseconds(static_cast<int64_t>(secs * 1000));
-}
 
 Json PointJson(const ChainPoint& p) {
   if (p.is_none()) return nullptr;
@@ -165,7 +155,7 @@ int LiveBackupMain(int argc, char** argv) {
   if (Status s = ParseOptions(*a, &opt.pipeline, &opt); !s.ok()) return Usage(tool, s.message());
   Progress progress("backup", *oo);
   opt.pipeline.progress = [&](uint64_t d, uint64_t t) { progress.Update(d, t); };
-  auto wait = LockWaitOf(*a);
+  auto wait = LockWait(*a);
   if (!wait) return Usage(tool, wait.error().message());
   opt.full = a->Has("--full");
   opt.state_dir = a->Get("--state-dir").value_or("");
@@ -289,7 +279,7 @@ int LiveRestoreMain(int argc, char** argv) {
   if (Status s = ParseOptions(*a, &opt, &unused); !s.ok()) return Usage(tool, s.message());
   Progress progress("restore", *oo);
   opt.progress = [&](uint64_t d, uint64_t t) { progress.Update(d, t); };
-  auto wait = LockWaitOf(*a);
+  auto wait = LockWait(*a);
   if (!wait) return Usage(tool, wait.error().message());
   std::string out = a->Has("--nbd") ? *a->Get("--nbd") : a->positional()[0];
   if (!a->Has("--nbd")) {
