@@ -100,6 +100,8 @@ with tempfile.TemporaryDirectory(prefix="strata-json-") as d:
         failures.append(f"usage error: {e}")
     check("error", ["tracker", "list", "--json", "--tracker", f"{d}/none"], expect=1)
     check("error", ["--json", "--list-bitmaps", disk], expect=1, tool="extent-dump")
+    check("error", ["mount", "--json", "--repo", repo, f"{d}/no-such-dir"], expect=1)
+    check("error", ["umount", "--json", d], expect=1)  # not a strata mount
 
     # --json --progress: progress as JSON lines on stderr, the result on stdout.
     p = run(["restore", "--json", "--progress", "--force", "--repo", repo, out])

@@ -287,9 +287,35 @@ Status UnmountStrata(const std::string& dir, std::vector<std::string>* notes) {
 
 // Reports to the waiting parent (or stdout in the foreground): lines of
 // text, then "ok" or "error: ...".
+// What the mount process reports, one line each: "error: MESSAGE",
+// "note: MESSAGE", "json: DOCUMENT", a human line, and "ok" once everything
+// is mounted. Present() shows a line as `strata mount` prints it (human lines
+// or the JSON document on stdout, notes and errors on stderr) and returns
+// true for "ok".
+bool Present(const std::string& line, bool json) {
+  const char* tool = "strata mount";
+  if (line == "ok") return true;
+  if (line.rfind("error: ", 0) == 0) {
+    (void)Fail(tool, Status(StatusCode::kIoError, line.substr(7)));
+  } else if (line.rfind("note: ", 0) == 0) {
+    std::fprintf(stderr, "%s: %s\n", tool, line.c_str());
+  } else if (line.rfind("json: ", 0) == 0) {
+    if (json) std::printf("%s\n", line.substr(6).c_str());
+  } else if (!json) {
+    std::printf("%s\n", line.c_str());
+  }
+  std::fflush(stdout);
+  return false;
+}
+
 struct Reporter {
-  int fd;
+  int fd;     // the pipe to the waiting parent; -1: in the foreground, shown here
+  bool json;  // --json
   void Line(const std::string& s) const {
+    if (fd < 0) {
+      (void)Present(s, json);
+      return;
+    }
     std::string l = s + "\n";
     ssize_t w = ::write(fd, l.data(), l.size());
     (void)w;
@@ -405,6 +431,12 @@ int RunDaemon(MountFs& fs, bool partitions, const Reporter& out, bool foreground
   out.Line("mounted backup " + fs.id + " at " + fs.dir + ": " + fs.dir + "/" + kDisk + " (" +
            FormatBytes(fs.size) + ", read-only)");
   for (const Mounted& m : mounted) out.Line(fs.dir + "/" + m.name + ": " + m.fstype + " (" + m.device + ", read-only)");
+  {
+    std::lock_guard<std::mutex> l(fs.mu);
+    std::string doc = fs.state;  // DIR/.strata-mount: pid, backup, dir, size, partitions
+    while (!doc.empty() && doc.back() == '\n') doc.pop_back();
+    out.Line("json: " + doc);
+  }
   out.Line("ok");
   if (!foreground) {
     // Let the parent return: nothing of its stdout or stderr stays open.
@@ -436,7 +468,7 @@ int RunDaemon(MountFs& fs, bool partitions, const Reporter& out, bool foreground
 int MountMain(int argc, char** argv) {
   const char* tool = "strata mount";
   auto a = Args::Parse(argc, argv, 1, {"--repo", "--backup", "--disk", "--cache", "--lock-wait"},
-                       {"--help", "--partitions", "--foreground"});
+                       {"--help", "--partitions", "--foreground", "--json"});
   if (!a) return Usage(tool, a.error().message());
   if (a->Has("--help")) {
     std::puts(
@@ -454,7 +486,9 @@ int MountMain(int argc, char** argv) {
         "Options:\n"
         "  --cache SIZE     decompressed frames kept in memory (default 256M; 0: none)\n"
         "  --foreground     stay in the foreground (SIGINT/SIGTERM unmount)\n"
-        "  --lock-wait SECS wait for a writer holding the repository (default 0)");
+        "  --lock-wait SECS wait for a writer holding the repository (default 0)\n"
+        "  --json           print DIR/.strata-mount's document (pid, backup, dir, size,\n"
+        "                   partitions) instead of the lines above");
     return kExitOk;
   }
   if (!a->Has("--repo") || a->positional().size() != 1) return Usage(tool, "expected --repo REPO DIR");
@@ -475,12 +509,9 @@ int MountMain(int argc, char** argv) {
     if (!n) return Usage(tool, "--cache: " + n.error().message());
     cache = *n;
   }
-  unsigned long lock_wait = 0;
-  if (auto v = a->Get("--lock-wait")) {
-    char* end = nullptr;
-    lock_wait = std::strtoul(v->c_str(), &end, 10);
-    if (end == v->c_str() || *end || lock_wait > 86400) return Usage(tool, "--lock-wait must be 0..86400 seconds");
-  }
+  auto lock_wait = LockWait(*a);
+  if (!lock_wait) return Usage(tool, lock_wait.error().message());
+  const bool json = a->Has("--json");
 
   MountFs fs;
   strata_point_params pp;
@@ -489,7 +520,7 @@ int MountMain(int argc, char** argv) {
   pp.backup = backup.c_str();
   pp.disk = a->Has("--disk") ? disk.c_str() : nullptr;
   pp.cache_bytes = cache;
-  pp.lock_wait_ms = static_cast<uint32_t>(lock_wait * 1000);
+  pp.lock_wait_ms = static_cast<uint32_t>(lock_wait->count());
   if (int rc = strata_point_open(a->Get("--repo")->c_str(), &pp, &fs.point); rc != STRATA_OK) {
     return Fail(tool, Status(static_cast<StatusCode>(rc), strata_last_error()), true);
   }
@@ -502,7 +533,7 @@ int MountMain(int argc, char** argv) {
   openlog("strata", LOG_PID, LOG_DAEMON);
 
   if (a->Has("--foreground")) {
-    Reporter out{1};
+    Reporter out{-1, json};
     int rc = RunDaemon(fs, a->Has("--partitions"), out, true);
     strata_point_close(fs.point);
     return rc;
@@ -516,7 +547,7 @@ int MountMain(int argc, char** argv) {
   if (pid == 0) {
     ::close(p[0]);
     ::setsid();
-    Reporter out{p[1]};
+    Reporter out{p[1], json};
     int rc = RunDaemon(fs, a->Has("--partitions"), out, false);
     strata_point_close(fs.point);
     ::_exit(rc);
@@ -536,19 +567,11 @@ int MountMain(int argc, char** argv) {
     size_t e = text.find('\n', pos);
     std::string line = text.substr(pos, e == std::string::npos ? std::string::npos : e - pos);
     pos = e == std::string::npos ? text.size() : e + 1;
-    if (line == "ok") {
-      ok = true;
-    } else if (line.rfind("error: ", 0) == 0) {
-      std::fprintf(stderr, "%s: %s\n", tool, line.substr(7).c_str());
-    } else if (line.rfind("note: ", 0) == 0) {
-      std::fprintf(stderr, "%s: %s\n", tool, line.c_str());
-    } else {
-      std::printf("%s\n", line.c_str());
-    }
+    if (Present(line, json)) ok = true;
   }
   if (!ok) {
     if (text.find("error: ") == std::string::npos) {
-      std::fprintf(stderr, "%s: the mount process ended without reporting (see syslog)\n", tool);
+      return Fail(tool, Status(StatusCode::kIoError, "the mount process ended without reporting (see syslog)"));
     }
     return kExitFailure;
   }
@@ -557,15 +580,15 @@ int MountMain(int argc, char** argv) {
 
 int UmountMain(int argc, char** argv) {
   const char* tool = "strata umount";
-  auto a = Args::Parse(argc, argv, 1, {}, {"--help"});
+  auto a = Args::Parse(argc, argv, 1, {}, {"--help", "--json"});
   if (!a) return Usage(tool, a.error().message());
   if (a->Has("--help")) {
     std::puts(
-        "Usage: strata umount DIR\n\n"
+        "Usage: strata umount [--json] DIR\n\n"
         "Undoes 'strata mount': unmounts the partitions it mounted under DIR, waits for\n"
         "their loop device to detach, unmounts DIR and waits for the mount process to\n"
         "exit. Mounts strata did not make are never touched: DIR must be a strata mount\n"
-        "and hold no other mount.");
+        "and hold no other mount. --json prints {\"unmounted\": DIR, \"notes\": [...]}.");
     return kExitOk;
   }
   if (a->positional().size() != 1) return Usage(tool, "expected DIR");
@@ -586,7 +609,9 @@ int UmountMain(int argc, char** argv) {
   }
   std::vector<std::string> notes;
   Status st = UnmountStrata(dir, &notes);
-  for (const std::string& n : notes) std::printf("%s\n", n.c_str());
+  if (!a->Has("--json")) {
+    for (const std::string& n : notes) std::printf("%s\n", n.c_str());
+  }
   if (!st.ok()) return Fail(tool, st);
   if (daemon > 0) {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
@@ -597,6 +622,7 @@ int UmountMain(int argc, char** argv) {
       return Fail(tool, Status::Busy("the mount process " + std::to_string(daemon) + " has not exited after 10 s"));
     }
   }
+  if (a->Has("--json")) PrintJson(Json{{"unmounted", dir}, {"notes", notes}});
   return kExitOk;
 }
 

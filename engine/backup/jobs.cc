@@ -142,10 +142,13 @@ Result<const CatalogEntry*> NamedParent(const Repository& repo, const std::strin
 // The start of an incremental whose change source cannot continue the chain.
 Status NoParentAt(const Repository& repo, const Id128& disk, const std::string& disk_name,
                   const std::string& where, const std::string& recorder) {
+  // With no recorder to name (an external change source such as an NBD
+  // bitmap) the advice names the two backups that need no proven start.
+  const std::string scan = recorder.empty() ? "a --scan backup" : "'backup --scan " + recorder + "'";
+  const std::string full = recorder.empty() ? "a --full one" : "'backup --full " + recorder + "'";
   return Status::UnknownState("no backup of " + disk_name + " ends at " + where + " (" +
                               NewestOf(repo, disk) + "), so what changed since cannot be proven: "
-                              "take 'backup --scan " + recorder + "' (reads the disk, stores only "
-                              "what differs) or 'backup --full " + recorder + "'");
+                              "take " + scan + " (reads the disk, stores only what differs) or " + full);
 }
 
 class BackupJob {
