@@ -165,6 +165,24 @@ std::vector<std::string> Args::All(const std::string& flag) const {
   return v;
 }
 
+Result<uint64_t> ParseNumber(const std::string& what, const std::string& text, uint64_t lo, uint64_t hi) {
+  uint64_t v = 0;
+  const char* end = text.data() + text.size();
+  auto [ptr, ec] = std::from_chars(text.data(), end, v, 10);
+  if (text.empty() || ec != std::errc() || ptr != end || v < lo || v > hi) {
+    return Status::InvalidArgument(what + " must be a whole number from " + std::to_string(lo) + " to " +
+                                   std::to_string(hi) + ", not '" + text + "'");
+  }
+  return v;
+}
+
+Status GetNumber(const Args& a, const std::string& flag, uint64_t lo, uint64_t hi, uint64_t* out) {
+  auto v = a.Get(flag);
+  if (!v) return Status::Ok();
+  STRATA_ASSIGN_OR_RETURN(*out, ParseNumber(flag, *v, lo, hi));
+  return Status::Ok();
+}
+
 Result<uint64_t> ParseSize(const std::string& text) {
   auto bad = [&] {
     return Status::InvalidArgument("'" + text + "' is not a size (e.g. 65536, 64k, 4G, 1.5G, 4GiB)");

@@ -59,6 +59,12 @@ std::string ClosestMatch(const std::string& word, const std::vector<std::string>
 // fraction ("1.5G", rounded down to a byte); "4GB" and "4GiB" mean 4G too.
 Result<uint64_t> ParseSize(const std::string& text);
 
+// A whole decimal number in [lo, hi] (a count, a port, a handle); `what`
+// names it in the error ("--threads must be a whole number from 1 to 1024,
+// not 'x'").
+Result<uint64_t> ParseNumber(const std::string& what, const std::string& text, uint64_t lo, uint64_t hi);
+// ParseNumber of option `flag` into *out when given (left alone otherwise).
+Status GetNumber(const Args& a, const std::string& flag, uint64_t lo, uint64_t hi, uint64_t* out);
 // --lock-wait SECONDS (default 0: a repository in use fails at once).
 Result<std::chrono::milliseconds> LockWait(const Args& a);
 // "2026-11-22T04:05:52Z" (UTC, ISO 8601) for a time in ns since the epoch.

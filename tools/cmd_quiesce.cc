@@ -258,10 +258,9 @@ int ThawMain(int argc, char** argv) {
   }
   if (args->positional().size() != 1) return Usage(tool, "give one HANDLE or --all");
   const std::string& text = args->positional()[0];
-  char* end = nullptr;
-  unsigned long long id = std::strtoull(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0' || id == 0) return Usage(tool, "bad handle '" + text + "'");
-  auto r = ServiceThaw(dir, id);
+  auto id = ParseNumber("HANDLE", text, 1, UINT64_MAX);
+  if (!id) return Usage(tool, "bad handle '" + text + "': a handle is the positive number 'strata freeze' printed");
+  auto r = ServiceThaw(dir, *id);
   if (!r.has_value()) return Fail(tool, r.error());
   if (json) PrintJson(ReportJson(*r));
   else PrintReport(*r);

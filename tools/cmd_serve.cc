@@ -166,19 +166,13 @@ int ServeMain(int argc, char** argv) {
     if (!n) return Usage(kTool, "--cache: " + n.error().message());
     cache = *n;
   }
-  unsigned port = 0, threads = 0, lock_wait = 0;
-  auto small = [&](const char* flag, unsigned lo, unsigned hi, unsigned* out) -> bool {
-    auto v = a->Get(flag);
-    if (!v) return true;
-    char* end = nullptr;
-    unsigned long n = std::strtoul(v->c_str(), &end, 10);
-    if (end == v->c_str() || *end || n < lo || n > hi) return false;
-    *out = static_cast<unsigned>(n);
-    return true;
-  };
-  if (!small("--port", 1, 65535, &port)) return Usage(kTool, "--port must be 1..65535");
-  if (!small("--threads", 1, 1024, &threads)) return Usage(kTool, "--threads must be 1..1024");
-  if (!small("--lock-wait", 0, 86400, &lock_wait)) return Usage(kTool, "--lock-wait must be 0..86400 seconds");
+  uint64_t port = 0, threads = 0;
+  if (Status st = GetNumber(*a, "--port", 1, 65535, &port); !st.ok()) return Usage(kTool, st.message());
+  if (Status st = GetNumber(*a, "--threads", 1, 1024, &threads); !st.ok()) return Usage(kTool, st.message());
+  auto wait = LockWait(*a);
+  if (!wait) return Usage(kTool, wait.error().message());
+  // The plugin takes whole seconds: a fraction is rounded up.
+  const uint64_t lock_wait = (static_cast<uint64_t>(wait->count()) + 999) / 1000;
 
   const std::string repo = AbsolutePath(*a->Get("--repo"));
   // Open the point once here: a wrong repository or backup fails with
@@ -190,7 +184,7 @@ int ServeMain(int argc, char** argv) {
   pp.backup = backup_arg.c_str();
   pp.disk = a->Has("--disk") ? disk_arg.c_str() : nullptr;
   pp.cache_bytes = 0;
-  pp.lock_wait_ms = lock_wait * 1000u;
+  pp.lock_wait_ms = static_cast<uint32_t>(wait->count());
   strata_point* point = nullptr;
   if (int rc = strata_point_open(repo.c_str(), &pp, &point); rc != STRATA_OK) {
     return Fail(kTool, Status(static_cast<StatusCode>(rc), strata_last_error()), true);

@@ -280,12 +280,9 @@ int DumpQcow2(const std::string& path, const cli::Args& args, const Options& opt
   } else if (auto from = args.Get("--diff")) {
     set = q.SnapshotDiff(*from, args.Get("--to").value_or(""));
   } else if (auto n = args.Get("--layers")) {
-    char* end = nullptr;
-    long layers = std::strtol(n->c_str(), &end, 10);
-    if (n->empty() || *end != 0 || layers < 1 || layers > 1000000) {
-      return cli::Usage(kTool, "--layers needs a positive number, not '" + *n + "'");
-    }
-    set = q.LayerDiff(static_cast<int>(layers));
+    auto layers = cli::ParseNumber("--layers", *n, 1, 1000000);
+    if (!layers) return cli::Usage(kTool, layers.error().message());
+    set = q.LayerDiff(static_cast<int>(*layers));
   }
   if (!set) return cli::Fail(kTool, set.error());
   cli::PrintRuns(*set, opt.json, path);
