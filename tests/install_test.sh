@@ -23,6 +23,12 @@ out=$("$prefix/bin/strata" backup --repo "$work/r" --nbd "nbd+unix:///?socket=$w
 if grep -q "live-VM helper" <<<"$out" || ! grep -q "none.sock" <<<"$out"; then
   echo "installed strata cannot run strata-live: $out" >&2; exit 1
 fi
+# ... and its mount helper: the usage error comes from strata-mount itself.
+out=$("$prefix/bin/strata" mount 2>&1) && { echo "strata mount without arguments succeeded" >&2; exit 1; }
+if ! grep -q "expected --repo REPO DIR" <<<"$out"; then
+  echo "installed strata cannot run strata-mount: $out" >&2; exit 1
+fi
+if ldd "$prefix/bin/strata" | grep -q libfuse3; then echo "strata links libfuse3" >&2; exit 1; fi
 # The nbdkit plugin (strata serve) and filter are installed where strata
 # serve looks for the plugin.
 test -f "$libdir/strata/nbdkit-strata-plugin.so" && test -f "$libdir/strata/nbdkit-strata-filter.so"

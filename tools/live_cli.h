@@ -15,11 +15,14 @@ int LiveBackupMain(int argc, char** argv);
 bool IsLiveRestore(int argc, char** argv);
 int LiveRestoreMain(int argc, char** argv);
 
-// Where strata-live is: $STRATA_LIVE_HELPER, else beside this executable,
-// else the installed libexec directory.
+// Where helper executable `name` (strata-live, strata-mount) is: $env_var,
+// else beside this executable, else the installed libexec directory.
+std::string HelperPath(const char* name, const char* env_var);
+// Replaces this process by `HELPER COMMAND argv[1..]`; returns (1, after
+// printing why) only if that fails.
+int ExecHelper(const char* name, const char* env_var, const char* command, int argc, char** argv);
+// The two for strata-live ($STRATA_LIVE_HELPER).
 std::string LiveHelperPath();
-// Replaces this process by `strata-live COMMAND argv[1..]`; returns (1,
-// after printing why) only if that fails.
 int ExecLive(const char* command, int argc, char** argv);
 
 }  // namespace strata::cli

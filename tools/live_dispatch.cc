@@ -1,7 +1,8 @@
 // Hands live-VM command lines (tools/live_cli.h) to the helper executable
-// strata-live. libvirt and libnbd bring about fifty shared libraries that a
-// cold start of every other command would otherwise load (~100 ms measured
-// with a cold page cache, docs/design/backup.md).
+// strata-live, and mount/umount to strata-mount. libvirt and libnbd bring
+// about fifty shared libraries that a cold start of every other command would
+// otherwise load (~100 ms measured with a cold page cache,
+// docs/design/backup.md); strata-mount keeps libfuse3 out as well.
 #include <limits.h>
 #include <unistd.h>
 
@@ -35,8 +36,8 @@ bool IsLiveBackup(int argc, char** argv) {
 
 bool IsLiveRestore(int argc, char** argv) { return !Args::Peek(argc, argv, 1, {"--nbd", "--format"}).empty(); }
 
-std::string LiveHelperPath() {
-  if (const char* env = std::getenv("STRATA_LIVE_HELPER"); env && *env) return env;
+std::string HelperPath(const char* name, const char* env_var) {
+  if (const char* env = std::getenv(env_var); env && *env) return env;
   // Beside this executable (a build tree, or a copy of both), then where
   // `cmake --install --prefix P` puts it relative to P/bin (relocatable),
   // then the configured libexec directory.
@@ -45,14 +46,15 @@ std::string LiveHelperPath() {
   if (n > 0) {
     std::string dir(self, static_cast<size_t>(n));
     dir.resize(dir.rfind('/') + 1);
-    if (Executable(dir + "strata-live")) return dir + "strata-live";
-    if (Executable(dir + "../" STRATA_LIVE_HELPER_REL "/strata-live")) return dir + "../" STRATA_LIVE_HELPER_REL "/strata-live";
+    if (Executable(dir + name)) return dir + name;
+    const std::string rel = dir + "../" STRATA_LIVE_HELPER_REL "/" + name;
+    if (Executable(rel)) return rel;
   }
-  return std::string(STRATA_LIVE_HELPER_DIR) + "/strata-live";
+  return std::string(STRATA_LIVE_HELPER_DIR) + "/" + name;
 }
 
-int ExecLive(const char* command, int argc, char** argv) {
-  const std::string helper = LiveHelperPath();
+int ExecHelper(const char* name, const char* env_var, const char* command, int argc, char** argv) {
+  const std::string helper = HelperPath(name, env_var);
   std::vector<char*> args;
   args.push_back(const_cast<char*>(helper.c_str()));
   args.push_back(const_cast<char*>(command));
@@ -60,9 +62,15 @@ int ExecLive(const char* command, int argc, char** argv) {
   args.push_back(nullptr);
   ::execv(helper.c_str(), args.data());
   const std::string tool = std::string("strata ") + command;
-  std::fprintf(stderr, "%s: cannot run the live-VM helper %s: %s (install strata-live beside strata, or set "
-               "STRATA_LIVE_HELPER)\n", tool.c_str(), helper.c_str(), std::strerror(errno));
+  std::fprintf(stderr, "%s: cannot run the helper %s: %s (install %s beside strata, or set %s)\n",
+               tool.c_str(), helper.c_str(), std::strerror(errno), name, env_var);
   return 1;
+}
+
+std::string LiveHelperPath() { return HelperPath("strata-live", "STRATA_LIVE_HELPER"); }
+
+int ExecLive(const char* command, int argc, char** argv) {
+  return ExecHelper("strata-live", "STRATA_LIVE_HELPER", command, argc, argv);
 }
 
 }  // namespace strata::cli
