@@ -35,10 +35,12 @@ done
 rc=0
 for p in "${pids[@]}"; do wait "$p" || rc=1; done
 grep -h '^qcow2 differential' "$logs"/chunk-*.log || true
-seqs=0; fails=0; hung=0
-while read -r s h f; do seqs=$((seqs + s)); hung=$((hung + h)); fails=$((fails + f)); done < <(
-  grep -h '^qcow2 differential:' "$logs"/chunk-*.log |
-    sed -E 's/.*: ([0-9]+) sequences, .* ([0-9]+) with a QEMU step killed.* ([0-9]+) with disagreements.*/\1 \2 \3/')
-echo "total: $seqs sequences, $fails with disagreements, $hung with a QEMU step killed by its timeout, $(( $(date +%s) - start )) s, $jobs jobs; logs in $logs"
+seqs=0; fails=0; hung=0; changed=0
+while read -r s h c f; do
+  seqs=$((seqs + s)); hung=$((hung + h)); changed=$((changed + c)); fails=$((fails + f))
+done < <(grep -h '^qcow2 differential:' "$logs"/chunk-*.log |
+  sed -E 's/.*: ([0-9]+) sequences, .* ([0-9]+) with a QEMU step killed.* ([0-9]+) maps QEMU changed.* ([0-9]+) with disagreements.*/\1 \2 \3 \4/')
+echo "total: $seqs sequences, $fails with disagreements, $hung with a QEMU step killed by its timeout," \
+  "$changed maps QEMU changed to ours when asked again, $(( $(date +%s) - start )) s, $jobs jobs; logs in $logs"
 grep -h "class '" "$logs"/chunk-*.log | grep -v '^#' | sed -E "s/.*class '([^']*)'.*/\1/" | sort | uniq -c || true
 exit $rc
