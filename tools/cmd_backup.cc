@@ -536,7 +536,14 @@ int RestoreMain(int argc, char** argv) {
   auto stats = RestoreFromRepository(**repo, IdToHex((*e)->id()), out, opt);
   progress.Clear();
   if (!stats) return Fail(tool, stats.error());
+  for (const PhaseTime& ph : stats->phases) {
+    char line[160];
+    std::snprintf(line, sizeof line, "%s: phase %s: %.3f s", tool, ph.name.c_str(), ph.seconds);
+    progress.Detail(line);
+  }
   if (a->Has("--json")) {
+    Json phases = Json::array();
+    for (const PhaseTime& ph : stats->phases) phases.push_back({{"name", ph.name}, {"seconds", ph.seconds}});
     PrintJson(Json{{"id", IdToHex((*e)->id())},
                    {"output", out},
                    {"chain", stats->chain_length},
@@ -548,7 +555,8 @@ int RestoreMain(int argc, char** argv) {
                    {"io_uring", stats->used_uring},
                    {"direct_io", stats->used_direct},
                    {"registered_buffers", stats->registered_buffers},
-                   {"notice", stats->notice}});
+                   {"notice", stats->notice},
+                   {"phases", phases}});
   } else {
     if (!stats->notice.empty()) progress.Note(tool, stats->notice);
     std::printf("restored %s (chain of %zu) to %s: %s data, %s zeros, %.2f s (%s)\n",

@@ -54,7 +54,16 @@ ByteExtent DirectPart(uint64_t offset, uint64_t length, const uint8_t* p) {
 Result<RestoreStats> RunRestore(const std::vector<const ArchiveReader*>& chain,
                                 const std::string& output, const PipelineOptions& opt) {
   auto t0 = Clock::now();
+  // Per-phase wall times for `restore --json` (docs/design/backup.md).
+  std::vector<PhaseTime> phases;
+  auto lap = t0;
+  auto phase = [&](const char* name) {
+    auto now = Clock::now();
+    phases.push_back({name, std::chrono::duration<double>(now - lap).count()});
+    lap = now;
+  };
   STRATA_ASSIGN_OR_RETURN(std::vector<Segment> segs, Resolve(chain));
+  phase("resolve");
   const uint64_t disk_size = chain[0]->header().disk_size;
   // A new output is private (0600: it holds a whole disk) and never reached
   // through a symbolic link; an output this restore created is removed
@@ -101,6 +110,7 @@ Result<RestoreStats> RunRestore(const std::vector<const ArchiveReader*>& chain,
     STRATA_RETURN_IF_ERROR(out->Truncate(disk_size));
   }
   RestoreStats stats;
+  phase("output");
   // Aligned data goes through a second, O_DIRECT descriptor: filling the
   // page cache of a file as large as the disk and writing it back at fsync
   // cost most of a buffered restore's time (docs/benchmarks.md). Pages the
@@ -155,6 +165,7 @@ Result<RestoreStats> RunRestore(const std::vector<const ArchiveReader*>& chain,
       }
     }
   }
+  phase("allocate");
   std::stable_sort(data.begin(), data.end(), [&](const Segment& x, const Segment& y) {
     if (x.archive != y.archive) return x.archive < y.archive;
     return chain[x.archive]->index().extents[x.extent].frame <
@@ -183,6 +194,7 @@ Result<RestoreStats> RunRestore(const std::vector<const ArchiveReader*>& chain,
   const size_t pool_size = std::max<size_t>(
       2, std::min<uint64_t>(opt.queue_depth + 2 * nw, opt.memory_limit / (2 * buf_size)));
   BufferArena pool(tasks.empty() ? 0 : std::min(pool_size, tasks.size()), buf_size);
+  phase("plan and buffers");
   std::vector<std::span<uint8_t>> spans;
   std::vector<size_t> free_bufs;
   for (size_t i = 0; i < pool.size(); ++i) {
@@ -359,9 +371,12 @@ Result<RestoreStats> RunRestore(const std::vector<const ArchiveReader*>& chain,
   done.clear();
   while (q->outstanding() > 0 && q->Reap(&done).ok()) done.clear();  // before buffers go
   if (!error.ok()) return error;
+  phase("transfer");
   // A failed fsync means written data may be lost, on a device as on a file.
   STRATA_RETURN_IF_ERROR(out->Sync());
   if (direct_out) STRATA_RETURN_IF_ERROR(direct_out->Sync());
+  phase("sync");
+  stats.phases = std::move(phases);
   remove_on_failure.armed = false;
   stats.used_direct = direct;
   stats.registered_buffers = q->uses_registered_buffers();
