@@ -64,6 +64,16 @@ for d, h in merged:
         off += n
 PY
 }
+phases() {  # WHAT WALL-SECONDS: the phases of last.json on stderr, and what the process spent outside them
+  python3 - "$1" "$2" <<'PY' >&2
+import json, sys
+d = json.load(open("last.json"))
+ph = d.get("phases", [])
+inside = sum(p["seconds"] for p in ph)
+print(f"# {sys.argv[1]}: " + ", ".join(f"{p['name']} {p['seconds'] * 1000:.1f} ms" for p in ph if p["seconds"] >= 0.0005) +
+      f"; outside the phases (process start, opening, exit) {(float(sys.argv[2]) - inside) * 1000:.0f} ms")
+PY
+}
 jget() { python3 -c "import json,sys; d=json.load(open('$1')); print(d$2)"; }
 fio_gbps() {  # read|write FILE SIZE -> GB/s (O_DIRECT, io_uring QD16, 1 MiB; writes end with fsync)
   local col=7; [ "$1" = write ] && col=48
@@ -127,6 +137,7 @@ PY
   changed=$(stat -c %s changed.bin)
   read -r ic id <<<"$(zstd_gbps changed.bin)"
   inc_s=$(timed "$S" backup --repo repo --tracker trk --json img.raw)
+  phases "$size tracked incremental" "$inc_s"
   inc_read=$(jget last.json "['read_bytes']")
   none_s=$(timed "$S" backup --repo repo --tracker trk --json img.raw)
   # Restore of the chain (full, incremental, empty incremental): median of 3.
@@ -137,6 +148,7 @@ PY
   done
   rest_s=$(printf '%s\n' "${rests[@]}" | median)
   rest_data=$(jget last.json "['data_bytes']")
+  phases "$size restore (the last of 3)" "$(printf '%s\n' "${rests[@]}" | tail -1)"
   sparse_cmp img.raw out.raw && same=identical || same=DIFFERENT
   rm -f out.raw
   ver_s=$(timed "$S" verify --repo repo --json)
