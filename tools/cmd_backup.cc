@@ -54,6 +54,19 @@ Result<std::unique_ptr<Repository>> OpenRepo(const Args& a, bool write, const ch
   return repo;
 }
 
+// Shows each phase's time with -v and returns them as JSON (backup and
+// restore report the same way).
+Json ReportPhases(const std::vector<PhaseTime>& phases, const std::string& tool, Progress& progress) {
+  Json j = Json::array();
+  for (const PhaseTime& ph : phases) {
+    char line[160];
+    std::snprintf(line, sizeof line, "%s: phase %s: %.3f s", tool.c_str(), ph.name.c_str(), ph.seconds);
+    progress.Detail(line);
+    j.push_back({{"name", ph.name}, {"seconds", ph.seconds}});
+  }
+  return j;
+}
+
 Status ParsePipeline(const Args& a, PipelineOptions* o) {
   auto num = [&](const char* flag, uint64_t lo, uint64_t hi, uint64_t* out) -> Status {
     auto v = a.Get(flag);
@@ -328,11 +341,7 @@ int BackupMain(int argc, char** argv) {
     if (!st.notice.empty()) progress.Note(tool, st.notice);
     for (const std::string& n : result->notes) progress.Note(tool, n);
   }
-  for (const PhaseTime& ph : st.phases) {
-    char line[160];
-    std::snprintf(line, sizeof line, "%s: phase %s: %.3f s", tool, ph.name.c_str(), ph.seconds);
-    progress.Detail(line);
-  }
+  Json phases = ReportPhases(st.phases, tool, progress);
   if (json) {
     Json j = EntryJson(entry);
     j["changed_bytes"] = st.planned_bytes;
@@ -346,8 +355,6 @@ int BackupMain(int argc, char** argv) {
     j["registered_buffers"] = st.registered_buffers;
     j["notice"] = st.notice;
     j["notes"] = result->notes;
-    Json phases = Json::array();
-    for (const PhaseTime& ph : st.phases) phases.push_back({{"name", ph.name}, {"seconds", ph.seconds}});
     j["phases"] = phases;
     PrintJson(j);
   } else {
@@ -536,14 +543,8 @@ int RestoreMain(int argc, char** argv) {
   auto stats = RestoreFromRepository(**repo, IdToHex((*e)->id()), out, opt);
   progress.Clear();
   if (!stats) return Fail(tool, stats.error());
-  for (const PhaseTime& ph : stats->phases) {
-    char line[160];
-    std::snprintf(line, sizeof line, "%s: phase %s: %.3f s", tool, ph.name.c_str(), ph.seconds);
-    progress.Detail(line);
-  }
+  Json phases = ReportPhases(stats->phases, tool, progress);
   if (a->Has("--json")) {
-    Json phases = Json::array();
-    for (const PhaseTime& ph : stats->phases) phases.push_back({{"name", ph.name}, {"seconds", ph.seconds}});
     PrintJson(Json{{"id", IdToHex((*e)->id())},
                    {"output", out},
                    {"chain", stats->chain_length},
