@@ -285,8 +285,6 @@ Status UnmountStrata(const std::string& dir, std::vector<std::string>* notes) {
 
 // ---- the daemon ----
 
-// Reports to the waiting parent (or stdout in the foreground): lines of
-// text, then "ok" or "error: ...".
 // What the mount process reports, one line each: "error: MESSAGE",
 // "note: MESSAGE", "json: DOCUMENT", a human line, and "ok" once everything
 // is mounted. Present() shows a line as `strata mount` prints it (human lines
