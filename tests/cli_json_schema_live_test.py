@@ -107,8 +107,10 @@ def live(d):
     stop(pid)
     if full and inc and "disks" in full and "disks" in inc:
         modes = [full["disks"][0]["mode"], inc["disks"][0]["mode"]]
-        if modes[1] == "full":
-            failures.append(f"the --bitmap backup was not incremental: modes {modes}")
+        if modes != ["full", "incremental"]:
+            failures.append(f"expected a full backup, then an incremental from b1: modes {modes}")
+        elif inc["disks"][0]["changed_bytes"] > (1 << 20):  # 256 KiB written, 64 KiB zeroed
+            failures.append(f"the incremental read more than b1 marks: {inc['disks'][0]}")
     # Restores: into a new qcow2, and into a writable NBD export.
     out_q = f"{d}/r.qcow2"
     check("restore_live", ["restore", "--json", "--repo", repo, "--disk", "vm", "--format", "qcow2", out_q])
