@@ -33,6 +33,7 @@
 #include <random>
 #include <regex>
 #include <sstream>
+#include <tuple>
 
 #include "strata/open_image.h"
 #include "strata/qcow2_image.h"
@@ -141,12 +142,9 @@ class Generator {
       base_fmt_ = "qcow2";
       // The base's options must not replace what the generator knows of
       // img.qcow2's (cluster size, version, data file), which is made next.
-      const uint64_t saved = size_, saved_cs = cs_;
-      const int saved_version = version_;
-      const bool saved_ext_l2 = ext_l2_, saved_df = data_file_, saved_raw = data_raw_;
+      const auto saved = std::make_tuple(size_, cs_, version_, ext_l2_, data_file_, data_raw_);
       std::string o = CreateOpts(false, false);
-      size_ = saved, cs_ = saved_cs, version_ = saved_version;
-      ext_l2_ = saved_ext_l2, data_file_ = saved_df, data_raw_ = saved_raw;
+      std::tie(size_, cs_, version_, ext_l2_, data_file_, data_raw_) = saved;
       Shell("qemu-img create -q -f qcow2 -o " + o + " base.qcow2 " + N(bsize));
     }
     for (int i = 0, n = 1 + static_cast<int>(R(4)); i < n; ++i) {
