@@ -43,27 +43,23 @@ inline unsigned WorkerCount(const PipelineOptions& opt) {
 inline constexpr uint64_t kDirectAlign = 4096;
 
 // `count` buffers of `size` bytes (each kDirectAlign-aligned) in one
-// anonymous mapping aligned to 2 MiB and advised MADV_HUGEPAGE: first touches
-// of fresh memory cost ~1.2 ms per MiB on these machines with 4 KiB pages
-// and ~0.2 ms with transparent huge pages (THP "madvise" mode, Debian's
-// default; docs/design/backup.md). Without THP it is an ordinary mapping.
+// anonymous mapping of ordinary pages, touched only where used. Not advised
+// MADV_HUGEPAGE: on these guests (virtio-balloon free page reporting) a
+// process's first touch of huge pages the host has taken back costs ~1.5 ms
+// per MiB against ~0.4 ms for 4 KiB pages, and a 64 KiB read into a huge
+// page zeroes all 2 MiB of it: a 2 GiB disk's 13 MiB tracked incremental
+// took 300-330 ms with huge pages and 96-109 ms without
+// (docs/design/backup.md).
 class BufferArena {
  public:
   BufferArena(size_t count, size_t size)
       : stride_((size + kDirectAlign - 1) / kDirectAlign * kDirectAlign), count_(count) {
-    constexpr size_t kHuge = 2u << 20;
-    const size_t want = (stride_ * count_ + kHuge - 1) / kHuge * kHuge;
+    const size_t want = stride_ * count_;
     if (want == 0) return;
-    void* m = ::mmap(nullptr, want + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void* m = ::mmap(nullptr, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) throw std::bad_alloc();
-    auto at = reinterpret_cast<uintptr_t>(m);
-    const uintptr_t aligned = (at + kHuge - 1) / kHuge * kHuge;
-    if (aligned > at) ::munmap(m, aligned - at);  // trim to a 2 MiB boundary
-    const uintptr_t end = at + want + kHuge;
-    if (end > aligned + want) ::munmap(reinterpret_cast<void*>(aligned + want), end - (aligned + want));
-    base_ = reinterpret_cast<uint8_t*>(aligned);
+    base_ = static_cast<uint8_t*>(m);
     bytes_ = want;
-    (void)::madvise(base_, bytes_, MADV_HUGEPAGE);
   }
   ~BufferArena() {
     if (base_ != nullptr) ::munmap(base_, bytes_);
