@@ -66,6 +66,10 @@ Result<std::unique_ptr<ArchiveWriter>> ArchiveWriter::Create(const std::string& 
   // without a descriptor (an Env that is not the kernel's) is written
   // through File.
   w->writes_.resize(kWritesInFlight);
+  // Flush swaps buf_ with a write's buffer: every buffer gets its full size
+  // now (address space only; pages are touched when written), or each
+  // would grow by doubling, copying and faulting, in its first round.
+  for (Write& wr : w->writes_) wr.buf.reserve(kWriteBuffer + (1 << 20));
   if (w->file_->fd() >= 0) {
     w->queue_ = UringQueue::Create(w->direct_file_ ? w->direct_file_->fd() : w->file_->fd(),
                                    kWritesInFlight);
