@@ -193,7 +193,9 @@ Result<RestoreStats> RunRestore(const std::vector<const ArchiveReader*>& chain,
                                                              kDirectAlign * kDirectAlign);
   const size_t pool_size = std::max<size_t>(
       2, std::min<uint64_t>(opt.queue_depth + 2 * nw, opt.memory_limit / (2 * buf_size)));
-  BufferArena pool(tasks.empty() ? 0 : std::min(pool_size, tasks.size()), buf_size);
+  // Huge pages when the pool is refilled many times (pipeline_internal.h).
+  const size_t pool_count = tasks.empty() ? 0 : std::min(pool_size, tasks.size());
+  BufferArena pool(pool_count, buf_size, /*huge_pages=*/tasks.size() >= 8 * pool_count);
   phase("plan and buffers");
   std::vector<std::span<uint8_t>> spans;
   std::vector<size_t> free_bufs;
