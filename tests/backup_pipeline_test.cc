@@ -12,6 +12,7 @@
 #include "strata/pipeline.h"
 #include "strata/env.h"
 #include "strata/open_image.h"
+#include "engine/backup/pipeline_internal.h"
 #include "formats/raw/raw_image.h"
 #include "tests/test_util.h"
 
@@ -72,6 +73,11 @@ TEST_P(PipelineTest, RandomHistoriesRestoreEveryPoint) {
   opt.queue_depth = 1 + static_cast<unsigned>(rng() % 32);
   opt.workers = 1 + static_cast<unsigned>(rng() % 3);
   opt.coalesce_gap = rng() % 2 ? 0 : (128 << 10);
+  // A small memory bound now and then: two backup slots, and a restore pool
+  // so small that its frames refill it 8 times over (huge-page buffers).
+  if (rng() % 3 == 0) opt.memory_limit = 4 << 20;
+  SCOPED_TRACE("queue_depth=" + std::to_string(opt.queue_depth) + " workers=" + std::to_string(opt.workers) +
+               " memory_limit=" + std::to_string(opt.memory_limit));
   std::vector<std::unique_ptr<ArchiveReader>> archives;
   std::vector<Point> points;
   ExtentSet changed = *ExtentSet::Create(kDisk, g);
@@ -160,6 +166,30 @@ TEST_P(PipelineTest, RandomHistoriesRestoreEveryPoint) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Histories, PipelineTest, ::testing::Range(0, 4));
+
+// Both kinds of buffer arena hand out distinct, O_DIRECT-aligned, writable
+// buffers of at least the size asked for.
+TEST(BufferArena, BuffersAreAlignedDistinctAndWritable) {
+  for (bool huge : {false, true}) {
+    for (size_t count : {size_t{1}, size_t{3}, size_t{37}}) {
+      internal::BufferArena a(count, (1 << 20) + 100, huge);
+      ASSERT_EQ(a.size(), count);
+      for (size_t i = 0; i < count; ++i) {
+        std::span<uint8_t> b = a[i];
+        EXPECT_GE(b.size(), (1u << 20) + 100);
+        EXPECT_EQ(reinterpret_cast<uintptr_t>(b.data()) % internal::kDirectAlign, 0u) << "huge=" << huge;
+        std::fill(b.begin(), b.end(), static_cast<uint8_t>(i));
+      }
+      for (size_t i = 0; i < count; ++i) {
+        std::span<uint8_t> b = a[i];
+        EXPECT_EQ(b.front(), static_cast<uint8_t>(i));
+        EXPECT_EQ(b.back(), static_cast<uint8_t>(i)) << "buffer " << i << " overlaps the next";
+      }
+    }
+  }
+  internal::BufferArena empty(0, 4096, true);
+  EXPECT_EQ(empty.size(), 0u);
+}
 
 // An image whose Nth read fails.
 class FailingImage : public Image {
