@@ -15,8 +15,10 @@ for page in strata extent-dump $(printf 'strata-%s ' $cmds); do
   grep -q "^NAME" <<<"$text" || fail "$f has no NAME section: $(head -5 <<<"$text")"
   grep -qi "usage\|SYNOPSIS" <<<"$text" || fail "$f shows no usage"
 done
-MANWIDTH=80 man -l "$man/strata-backup.1" | grep -q -- "--repo" || fail "strata-backup(1) does not document --repo"
-MANWIDTH=80 man -l "$man/strata.1" | grep -q "0\.2\|$("$bin/strata" --version | cut -d' ' -f2)" || fail "strata(1) has no version"
+# grep reads the whole page first: `man | grep -q` under pipefail fails when
+# grep stops early and man dies of SIGPIPE.
+grep -q -- "--repo" <<<"$(MANWIDTH=80 man -l "$man/strata-backup.1")" || fail "strata-backup(1) does not document --repo"
+grep -q "0\.2\|$("$bin/strata" --version | cut -d' ' -f2)" <<<"$(MANWIDTH=80 man -l "$man/strata.1")" || fail "strata(1) has no version"
 
 # bash completion
 out=$(PATH="$bin:$PATH" bash -c '

@@ -28,19 +28,21 @@ out=$("$prefix/bin/strata" mount 2>&1) && { echo "strata mount without arguments
 if ! grep -q "expected --repo REPO DIR" <<<"$out"; then
   echo "installed strata cannot run strata-mount: $out" >&2; exit 1
 fi
-if ldd "$prefix/bin/strata" | grep -q libfuse3; then echo "strata links libfuse3" >&2; exit 1; fi
+# (Never `cmd | grep -q` under pipefail: grep stops at the first match, the
+# writer dies of SIGPIPE, and the pipeline fails whatever grep found.)
+if grep -q libfuse3 <<<"$(ldd "$prefix/bin/strata")"; then echo "strata links libfuse3" >&2; exit 1; fi
 # The nbdkit plugin (strata serve) and filter are installed where strata
 # serve looks for the plugin.
 test -f "$libdir/strata/nbdkit-strata-plugin.so" && test -f "$libdir/strata/nbdkit-strata-filter.so"
 # The commands that need no VM do not load libvirt or libnbd.
-if ldd "$prefix/bin/strata" | grep -qE "libvirt|libnbd"; then echo "strata links libvirt or libnbd" >&2; exit 1; fi
+if grep -qE "libvirt|libnbd" <<<"$(ldd "$prefix/bin/strata")"; then echo "strata links libvirt or libnbd" >&2; exit 1; fi
 # The SONAME carries the version.
-objdump -p "$libdir"/libstrata.so | grep -q "SONAME.*libstrata.so.$(pkg-config --modversion strata | cut -d. -f1,2)"
+grep -q "SONAME.*libstrata.so.$(pkg-config --modversion strata | cut -d. -f1,2)" <<<"$(objdump -p "$libdir"/libstrata.so)"
 
 # Manuals: every installed page renders; the installed completion registers.
 ls "$prefix"/share/man/man1/strata.1 "$prefix"/share/man/man1/strata-backup.1 "$prefix"/share/man/man1/extent-dump.1 >/dev/null
 for page in "$prefix"/share/man/man1/*.1; do
-  MANWIDTH=80 man -l "$page" 2>&1 | grep -q "^NAME" || { echo "man -l $page does not render" >&2; exit 1; }
+  grep -q "^NAME" <<<"$(MANWIDTH=80 man -l "$page" 2>&1)" || { echo "man -l $page does not render" >&2; exit 1; }
 done
 PATH="$prefix/bin:$PATH" bash -c 'source "$1/share/bash-completion/completions/strata" && complete -p strata >/dev/null' \
   _ "$prefix" || { echo "installed completion does not register strata" >&2; exit 1; }
@@ -52,7 +54,7 @@ mkdir "$work/c1" && "$work/capi_shared" "$work/c1"
 # C, static: libstrata.a and the system libraries pkg-config names for it.
 cc -std=c11 -Wall -Werror "$src/tests/capi_test.c" $(pkg-config --cflags strata) "$libdir/libstrata.a" \
    $(pkg-config --static --libs strata | sed 's/-lstrata\b//') -o "$work/capi_static"
-if ldd "$work/capi_static" | grep -q libstrata; then echo "static program links libstrata.so" >&2; exit 1; fi
+if grep -q libstrata <<<"$(ldd "$work/capi_static")"; then echo "static program links libstrata.so" >&2; exit 1; fi
 mkdir "$work/c2" && "$work/capi_static" "$work/c2"
 
 # C++, find_package.
