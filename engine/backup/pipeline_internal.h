@@ -57,25 +57,20 @@ class BufferArena {
       : stride_((size + kDirectAlign - 1) / kDirectAlign * kDirectAlign), count_(count) {
     const size_t want = stride_ * count_;
     if (want == 0) return;
-    if (!huge_pages) {
-      void* m = ::mmap(nullptr, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-      if (m == MAP_FAILED) throw std::bad_alloc();
-      base_ = static_cast<uint8_t*>(m);
-      bytes_ = want;
-      return;
-    }
-    constexpr size_t kHuge = 2u << 20;
-    const size_t whole = (want + kHuge - 1) / kHuge * kHuge;
-    void* m = ::mmap(nullptr, whole + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    // Huge pages need a 2 MiB-aligned range: map one alignment more and trim.
+    const size_t align = huge_pages ? size_t{2} << 20 : kDirectAlign;
+    const size_t whole = (want + align - 1) / align * align;
+    const size_t mapped = whole + align - kDirectAlign;
+    void* m = ::mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) throw std::bad_alloc();
     const auto at = reinterpret_cast<uintptr_t>(m);
-    const uintptr_t aligned = (at + kHuge - 1) / kHuge * kHuge;
-    if (aligned > at) ::munmap(m, aligned - at);  // trim to a 2 MiB boundary
-    const uintptr_t end = at + whole + kHuge;
+    const uintptr_t aligned = (at + align - 1) / align * align;
+    if (aligned > at) ::munmap(m, aligned - at);
+    const uintptr_t end = at + mapped;
     if (end > aligned + whole) ::munmap(reinterpret_cast<void*>(aligned + whole), end - (aligned + whole));
     base_ = reinterpret_cast<uint8_t*>(aligned);
     bytes_ = whole;
-    (void)::madvise(base_, bytes_, MADV_HUGEPAGE);
+    if (huge_pages) (void)::madvise(base_, bytes_, MADV_HUGEPAGE);
   }
   ~BufferArena() {
     if (base_ != nullptr) ::munmap(base_, bytes_);
