@@ -127,10 +127,10 @@ print("# " + sys.argv[2] + ": " + ", ".join("%s %.0f ms" % (p["name"], p["second
     "$out" "$*" >&2
   echo "$(ms "$a" "$b") $(jget "$out" '["changed_bytes"]')"
 }
-# Whichever of two backups of the same change reads its blocks first pays
-# more (measured: the second read of freshly rewritten scattered blocks is
-# faster, whatever the order), so there are two rounds of the same size of
-# change, the reflink backup first in round 1 and second in round 2.
+# Two backups of the same change read the same blocks one after the other;
+# in some runs the first reader was slower, so there are two rounds of the
+# same size of change, the reflink backup first in round 1 and second in
+# round 2, and the ratio is also given over both.
 read -r scan_ms scan_changed <<<"$(timed --repo repoA --scan img.raw)"
 read -r refl_ms refl_changed <<<"$(timed --repo repoA --reflink img.raw)"
 read -r trk_ms trk_changed <<<"$(timed --repo repoB --tracker trk img.raw)"
